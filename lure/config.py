@@ -1,0 +1,234 @@
+"""params.yaml, validated: unknown keys and bad values are refused with the key's name.
+
+Each top-level section is one model; stages track exactly the sections they read (dvc.yaml),
+so a change to one method's section re-runs only that method's stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lure.errors import LureError
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+class DigitsData(Strict):
+    """scikit-learn's bundled handwritten digits: 1797 real 8x8 images, no download."""
+
+    source: Literal["digits"] = "digits"
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    chunk_size: Annotated[int, Field(ge=2)] = 175
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+
+
+class ImageFolderData(Strict):
+    """A folder with train/<class>/* and test/<class>/* images (a user's own data)."""
+
+    source: Literal["imagefolder"]
+    path: Path
+    chunk_size: Annotated[int, Field(ge=2)]
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+
+
+DataParams = Annotated[DigitsData | ImageFolderData, Field(discriminator="source")]
+
+
+class ChunkStep(Strict):
+    """A chunk after the first and the chunk whose model it starts from.
+
+    DVC templates cannot compute k - 1, so params.yaml spells it out; it must be k - 1.
+    """
+
+    k: Annotated[int, Field(ge=2)]
+    prev: int
+
+    @model_validator(mode="after")
+    def _prev_is_previous(self) -> ChunkStep:
+        if self.prev != self.k - 1:
+            raise ValueError(f"prev must be k - 1 = {self.k - 1}, got {self.prev}")
+        return self
+
+
+# --- model and training -----------------------------------------------------------------------
+
+
+class ModelParams(Strict):
+    arch: Literal["small_cnn"] = "small_cnn"
+    width: Annotated[int, Field(ge=1)] = 32
+
+
+class TrainParams(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: Annotated[int, Field(ge=1)] = 30
+    batch_size: Annotated[int, Field(ge=2)] = 32
+    lr: Annotated[float, Field(gt=0.0)] = 0.05
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0.0)] = 5e-4
+    lr_milestones: list[Annotated[int, Field(ge=1)]] = [15, 25]
+    lr_gamma: Annotated[float, Field(gt=0.0)] = 0.1
+    # "carry": SGD momentum survives from one chunk to the next (the official LURE code never
+    # rebuilds its optimizer); "fresh": a new optimizer at every chunk.
+    optimizer_state: Literal["carry", "fresh"] = "carry"
+    # "best_val": the checkpoint with the best validation accuracy ends the chunk (paper).
+    select: Literal["best_val", "last"] = "best_val"
+
+
+class ReplayParams(Strict):
+    # full: all chunks so far; buffer: the new chunk plus a fixed-size seeded reservoir of
+    # earlier samples; none: the new chunk alone.
+    mode: Literal["full", "buffer", "none"] = "full"
+    buffer_size: Annotated[int, Field(ge=1)] = 200
+    buffer_val_size: Annotated[int, Field(ge=1)] = 20
+
+
+# --- forgetting methods (one section each; `kind` defaults to the section's name) --------------
+
+
+class WarmParams(Strict):
+    """Continue from the previous chunk's model."""
+
+    kind: Literal["warm"] = "warm"
+
+
+class ScratchParams(Strict):
+    """Restart from the saved initial weights (the official code's `--use_randinit`)."""
+
+    kind: Literal["scratch"] = "scratch"
+
+
+class LureParams(Strict):
+    """SNIP-scored re-initialisation. Defaults reproduce the official code (NeurAI-Lab/LURE)."""
+
+    kind: Literal["lure"] = "lure"
+    # Lowest-saliency fraction of the scored parameters, over one global threshold.
+    fraction: Fraction = 0.2
+    # replay: the first images of the replay set in stored order, i.e. chunk 1's under full
+    # replay (official); chunk: the new chunk's training images (official `-snip_no_replay`).
+    score_data: Literal["replay", "chunk"] = "replay"
+    score_batches: Annotated[int, Field(ge=1)] = 1  # official: one batch
+    score_batch_size: Annotated[int, Field(ge=1)] = 100  # official: 100 images
+    # eval: BN uses running statistics while scoring (official); train: batch statistics
+    # (running statistics are left untouched either way).
+    score_mode: Literal["eval", "train"] = "eval"
+    # all: every parameter competes for the threshold, BN gamma/beta and biases included, but
+    # only tensors named `weight` are reset (official); weights: only `weight` tensors are scored.
+    score_params: Literal["all", "weights"] = "all"
+    # kaiming: fresh kaiming_uniform(a=sqrt(5)) draw, 1-D tensors as (n, 1), so BN gamma becomes
+    # U(-1, 1) (official); module: the value a freshly built model would have (BN gamma = 1).
+    reinit: Literal["kaiming", "module"] = "kaiming"
+
+
+MethodParams = Annotated[WarmParams | ScratchParams | LureParams, Field(discriminator="kind")]
+METHOD_KINDS = ("warm", "scratch", "lure")
+TAGS = {*METHOD_KINDS, "digits", "imagefolder"}
+
+
+class EvaluateParams(Strict):
+    ece_bins: Annotated[int, Field(ge=1)] = 15
+    batch_size: Annotated[int, Field(ge=1)] = 1000
+
+
+# --- the whole file -----------------------------------------------------------------------------
+
+
+class Params(Strict):
+    seed: Annotated[int, Field(ge=0)] = 0
+    data: DataParams = DigitsData()
+    chunks: list[ChunkStep]
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    replay: ReplayParams = ReplayParams()
+    methods: dict[str, MethodParams]
+    evaluate: EvaluateParams = EvaluateParams()
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _kind_defaults_to_name(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        sections = {}
+        for name, section in value.items():
+            section = {} if section is None else section
+            sections[name] = {"kind": name, **section} if isinstance(section, dict) else section
+        return sections
+
+    @field_validator("methods")
+    @classmethod
+    def _some_methods(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("name at least one method (warm, scratch, lure)")
+        for name in value:
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"method name {name!r}: use letters, digits and _ only")
+        return value
+
+    @field_validator("chunks")
+    @classmethod
+    def _chunks_in_order(cls, value: list[ChunkStep]) -> list[ChunkStep]:
+        if not value:
+            raise ValueError("at least 2 chunks are needed: list chunk 2 onwards, e.g. [{k: 2, prev: 1}]")
+        expected = list(range(2, len(value) + 2))
+        got = [step.k for step in value]
+        if got != expected:
+            raise ValueError(f"chunks must be k = {expected} in order, got {got}")
+        return value
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunks) + 1
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    """`methods.lure.fraction`, without the union tag pydantic inserts (methods.lure.lure...)."""
+    parts = [str(p) for p in loc]
+    tag_at = {"data": 1, "methods": 2}.get(parts[0]) if parts else None
+    if tag_at is not None and len(parts) > tag_at + 1 and parts[tag_at] in TAGS:
+        del parts[tag_at]
+    return ".".join(parts)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = _format_location(e["loc"]) or "(top level)"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif e["type"] == "missing":
+            message = "required key is missing"
+        got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e['input']!r})"
+        lines.append(f"  {where}: {message}{got}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise LureError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise LureError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise LureError(f"{source} is invalid:\n{_format_errors(err)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise LureError(f"{path}: no such params file (run from the project root)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise LureError(f"{path} is not valid YAML: {err}") from None
+    return parse_params(raw, str(path))

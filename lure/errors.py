@@ -1,0 +1,37 @@
+"""User-facing errors: one paragraph on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+
+class LureError(Exception):
+    """A problem with the user's input (params, data, paths).
+
+    Bugs stay ordinary exceptions so that they keep their traceback.
+    """
+
+
+def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a typer command so that a LureError becomes a message and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LureError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def run_command(fn: Callable[..., None]) -> None:
+    """Run `fn` as the command line of a stage module."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(reports_errors(fn))
+    app()

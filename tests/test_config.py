@@ -1,0 +1,126 @@
+"""params.yaml validation: every bad input is refused with the key's name."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lure.config import LureParams, parse_params
+from lure.errors import LureError
+from tests.conftest import ROOT
+
+
+def test_shipped_params_are_valid(params_dict):
+    p = parse_params(params_dict)
+    assert p.n_chunks == 4
+    assert set(p.methods) == {"warm", "scratch", "lure"}
+    # The shipped LURE section is the official code's behaviour.
+    assert p.methods["lure"] == LureParams()
+
+
+def refusal(raw) -> str:
+    with pytest.raises(LureError) as info:
+        parse_params(raw)
+    return str(info.value)
+
+
+def test_unknown_key_is_named(params_dict):
+    params_dict["train"]["learning_rate"] = 0.1
+    assert "train.learning_rate: unknown key" in refusal(params_dict)
+
+
+def test_unknown_top_level_section_is_named(params_dict):
+    params_dict["optimiser"] = {}
+    assert "optimiser: unknown key" in refusal(params_dict)
+
+
+def test_unknown_key_inside_a_method_is_named(params_dict):
+    params_dict["methods"]["lure"]["snip_size"] = 0.2
+    assert "methods.lure.snip_size: unknown key" in refusal(params_dict)
+
+
+def test_ill_typed_value_is_named(params_dict):
+    params_dict["train"]["epochs"] = "ten"
+    message = refusal(params_dict)
+    assert "train.epochs:" in message and "'ten'" in message
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_fraction_outside_unit_interval(params_dict, fraction):
+    params_dict["methods"]["lure"]["fraction"] = fraction
+    message = refusal(params_dict)
+    assert "methods.lure.fraction:" in message and str(fraction) in message
+
+
+def test_chunk_count_below_two(params_dict):
+    params_dict["chunks"] = []
+    assert "chunks: at least 2 chunks are needed" in refusal(params_dict)
+
+
+def test_chunks_must_follow_each_other(params_dict):
+    params_dict["chunks"][1]["prev"] = 1
+    assert "chunks.1: prev must be k - 1 = 2" in refusal(params_dict)
+    params_dict["chunks"] = [{"k": 2, "prev": 1}, {"k": 4, "prev": 3}]
+    assert "chunks must be k = [2, 3]" in refusal(params_dict)
+
+
+def test_unknown_method_kind(params_dict):
+    params_dict["methods"]["fancy"] = {}
+    assert "methods.fancy" in refusal(params_dict)
+
+
+def test_method_variant_takes_its_kind(params_dict):
+    params_dict["methods"]["lure_chunk"] = {"kind": "lure", "score_data": "chunk"}
+    p = parse_params(params_dict)
+    assert p.methods["lure_chunk"].kind == "lure"
+    assert p.methods["lure_chunk"].score_data == "chunk"
+
+
+def test_bad_value_in_a_variant_names_the_variant(params_dict):
+    params_dict["methods"]["lure_big"] = {"kind": "lure", "fraction": 2}
+    assert "methods.lure_big.fraction:" in refusal(params_dict)
+
+
+def test_imagefolder_needs_its_keys(params_dict):
+    params_dict["data"] = {"source": "imagefolder", "chunk_size": 10}
+    assert "data.path: required key is missing" in refusal(params_dict)
+
+
+def run_stage(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def test_stage_refuses_bad_params_without_traceback(tmp_path, params_dict):
+    params_dict["methods"]["lure"]["fraction"] = 1.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    result = run_stage("stages.prepare", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "methods.lure.fraction" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_stage_refuses_missing_dataset_path(tmp_path, params_dict):
+    params_dict["data"] = {"source": "imagefolder", "path": str(tmp_path / "nowhere"), "chunk_size": 10}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    result = run_stage("stages.prepare", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"data.path: {tmp_path / 'nowhere'} is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_params_file(tmp_path):
+    result = run_stage("stages.prepare", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "params.yaml: no such params file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_yaml_is_reported(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: [1,\n")
+    result = run_stage("stages.prepare", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "params.yaml is not valid YAML" in result.stderr
