@@ -1,0 +1,258 @@
+"""Data arriving in chunks: sources, the seeded chunking, and what each replay mode trains on.
+
+Everything here is numpy (no torch), so the prepare stage starts fast. Images are uint8
+arrays shaped (N, C, H, W); labels int64.
+
+Chunk k is a fixed slice of one seeded permutation of the training pool, so its content
+depends on the seed, the pool and the chunk size only: asking for more chunks appends new
+ones and leaves the earlier ones byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lure.config import DataParams, DigitsData, ImageFolderData, Params
+from lure.errors import LureError
+from lure.io import atomic_dir, load_arrays, md5, save_arrays, write_json
+
+# Independent random streams, one per purpose, so that one never shifts another.
+POOL_STREAM, VAL_STREAM, RESERVOIR_STREAM = 0, 1, 2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images and labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, index: np.ndarray) -> Split:
+        return Split(self.x[index], self.y[index])
+
+    @staticmethod
+    def concat(parts: list[Split]) -> Split:
+        return Split(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
+
+
+@dataclass(frozen=True)
+class Source:
+    pool: Split  # where chunks are cut from
+    test: Split
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    train: Split
+    val: Split
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+def load_source(data: DataParams, seed: int) -> Source:
+    if isinstance(data, DigitsData):
+        return _load_digits(data, seed)
+    if isinstance(data, ImageFolderData):
+        return _load_imagefolder(data.path)
+    raise AssertionError(data)
+
+
+def _load_digits(data: DigitsData, seed: int) -> Source:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # Pixel values are 0..16: spread them over uint8 so every source stores images alike.
+    x = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    y = digits.target.astype(np.int64)
+    x_pool, x_test, y_pool, y_test = train_test_split(
+        x, y, test_size=data.test_fraction, stratify=y, random_state=seed
+    )
+    return Source(Split(x_pool, y_pool), Split(x_test, y_test), [str(c) for c in digits.target_names])
+
+
+def _load_imagefolder(root: Path) -> Source:
+    if not root.is_dir():
+        raise LureError(f"data.path: {root} is not a directory (expected train/<class>/* and test/<class>/*)")
+    for part in ("train", "test"):
+        if not (root / part).is_dir():
+            raise LureError(f"data.path: {root / part} is missing (expected train/<class>/* and test/<class>/*)")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise LureError(f"data.path: {root / 'train'} needs at least two class folders, found {len(classes)}")
+    test_classes = sorted(p.name for p in (root / "test").iterdir() if p.is_dir())
+    if test_classes != classes:
+        raise LureError(f"data.path: class folders differ between train/ ({classes}) and test/ ({test_classes})")
+    return Source(_read_folder(root / "train", classes), _read_folder(root / "test", classes), classes)
+
+
+def _read_folder(folder: Path, classes: list[str]) -> Split:
+    from PIL import Image
+
+    images, labels, shape = [], [], None
+    for label, name in enumerate(classes):
+        files = sorted(f for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        for file in files:
+            with Image.open(file) as img:
+                array = np.asarray(img.convert("L" if img.mode in ("1", "L", "I;16", "I") else "RGB"))
+            array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+            if shape is None:
+                shape = array.shape
+            elif array.shape != shape:
+                raise LureError(f"{file}: image is {array.shape}, the first image was {shape}; all images must match")
+            images.append(array)
+            labels.append(label)
+    if not images:
+        raise LureError(f"data.path: no images under {folder}")
+    return Split(np.stack(images), np.asarray(labels, dtype=np.int64))
+
+
+# --- chunking ---------------------------------------------------------------------------------
+
+
+def chunk_indices(pool_size: int, chunk_size: int, k: int, seed: int) -> np.ndarray:
+    """Pool indices of chunk k (1-based): a fixed slice of one seeded permutation."""
+    if k * chunk_size > pool_size:
+        raise LureError(
+            f"data.chunk_size: {k} chunks of {chunk_size} images need {k * chunk_size}, "
+            f"but the training pool has {pool_size}; lower data.chunk_size or list fewer chunks"
+        )
+    permutation = np.random.default_rng([seed, POOL_STREAM]).permutation(pool_size)
+    return permutation[(k - 1) * chunk_size : k * chunk_size]
+
+
+def split_chunk(chunk: Split, val_fraction: float, k: int, seed: int) -> Chunk:
+    """Seeded per-chunk train/validation split (paper: 90/10)."""
+    n_val = max(1, round(val_fraction * len(chunk)))
+    if n_val >= len(chunk):
+        raise LureError(f"data.val_fraction: leaves no training images in a chunk of {len(chunk)}")
+    order = np.random.default_rng([seed, VAL_STREAM, k]).permutation(len(chunk))
+    return Chunk(train=chunk.take(np.sort(order[n_val:])), val=chunk.take(np.sort(order[:n_val])))
+
+
+# --- the prepared folder (output of the prepare stage) ---------------------------------------
+
+
+def chunk_file(k: int) -> str:
+    return f"chunk_{k}.npz"
+
+
+def seen_file(k: int) -> str:
+    return f"seen_{k}.json"
+
+
+def prepare(params: Params, out_dir: str | Path) -> dict:
+    """Cut the chunks and the test set into `out_dir`; return the dataset's description.
+
+    Besides chunk_<k>.npz, writes seen_<k>.json: the hashes of chunks 1..k. A stage that trains
+    on chunks 1..k depends on that one file, so DVC re-runs it exactly when one of them changes.
+    """
+    source = load_source(params.data, params.seed)
+    n = params.n_chunks
+    chunks = [
+        split_chunk(source.pool.take(chunk_indices(len(source.pool), params.data.chunk_size, k, params.seed)),
+                    params.data.val_fraction, k, params.seed)
+        for k in range(1, n + 1)
+    ]
+    meta = {
+        "source": params.data.source,
+        "classes": source.classes,
+        "image_shape": list(source.test.x.shape[1:]),
+        "pool_size": len(source.pool),
+        "test_size": len(source.test),
+        "chunks": n,
+        "chunk_train_size": len(chunks[0].train),
+        "chunk_val_size": len(chunks[0].val),
+    }
+    with atomic_dir(out_dir) as tmp:
+        save_arrays(tmp / "test.npz", {"x": source.test.x, "y": source.test.y})
+        hashes = {}
+        for k, chunk in enumerate(chunks, start=1):
+            save_arrays(tmp / chunk_file(k), {"x_train": chunk.train.x, "y_train": chunk.train.y,
+                                              "x_val": chunk.val.x, "y_val": chunk.val.y})
+            hashes[chunk_file(k)] = md5(tmp / chunk_file(k))
+            write_json(tmp / seen_file(k), {"chunks": dict(hashes)})
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
+def load_meta(prepared: str | Path) -> dict:
+    return json.loads((Path(prepared) / "meta.json").read_text())
+
+
+def load_test(prepared: str | Path) -> Split:
+    arrays = load_arrays(Path(prepared) / "test.npz")
+    return Split(arrays["x"], arrays["y"])
+
+
+def load_chunks(prepared: str | Path, k: int) -> list[Chunk]:
+    """Chunks 1..k, checked against seen_<k>.json (the file DVC tracks for them)."""
+    prepared = Path(prepared)
+    manifest = prepared / seen_file(k)
+    if not manifest.is_file():
+        raise LureError(f"{manifest} is missing: run the prepare stage (dvc repro) first")
+    expected = json.loads(manifest.read_text())["chunks"]
+    chunks = []
+    for i in range(1, k + 1):
+        path = prepared / chunk_file(i)
+        if md5(path) != expected[chunk_file(i)]:
+            raise LureError(f"{path} does not match {manifest}: re-run the prepare stage")
+        a = load_arrays(path)
+        chunks.append(Chunk(Split(a["x_train"], a["y_train"]), Split(a["x_val"], a["y_val"])))
+    return chunks
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def reservoir(sizes: list[int], capacity: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Algorithm R over a stream of items given as (part, index) in order; seeded."""
+    buffer: list[tuple[int, int]] = []
+    seen = 0
+    for part, size in enumerate(sizes):
+        for index in range(size):
+            if seen < capacity:
+                buffer.append((part, index))
+            else:
+                slot = int(rng.integers(0, seen + 1))
+                if slot < capacity:
+                    buffer[slot] = (part, index)
+            seen += 1
+    return buffer
+
+
+def _gather(parts: list[Split], picks: list[tuple[int, int]]) -> Split:
+    picks = sorted(picks)
+    if not picks:
+        return Split(parts[0].x[:0], parts[0].y[:0])
+    return Split(np.stack([parts[p].x[i] for p, i in picks]), np.asarray([parts[p].y[i] for p, i in picks]))
+
+
+def replay_sets(chunks: list[Chunk], mode: str, buffer_size: int, buffer_val_size: int, seed: int) -> Chunk:
+    """What training on the last of `chunks` uses: (train, validation) under a replay mode.
+
+    Earlier data comes first, the new chunk last. Validation follows the same rule as training,
+    so a method never selects its checkpoint on data it may not keep.
+    """
+    old, new = chunks[:-1], chunks[-1]
+    if mode == "full" or not old:
+        return Chunk(Split.concat([c.train for c in chunks]), Split.concat([c.val for c in chunks]))
+    if mode == "none":
+        return new
+    if mode == "buffer":
+        train_rng = np.random.default_rng([seed, RESERVOIR_STREAM, 0])
+        val_rng = np.random.default_rng([seed, RESERVOIR_STREAM, 1])
+        train_buf = _gather([c.train for c in old], reservoir([len(c.train) for c in old], buffer_size, train_rng))
+        val_buf = _gather([c.val for c in old], reservoir([len(c.val) for c in old], buffer_val_size, val_rng))
+        return Chunk(Split.concat([train_buf, new.train]), Split.concat([val_buf, new.val]))
+    raise AssertionError(mode)

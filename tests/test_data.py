@@ -1,0 +1,164 @@
+"""Chunking and replay on the real digits data."""
+
+import numpy as np
+import pytest
+
+from lure.config import parse_params
+from lure.data import (
+    Chunk, Split, chunk_indices, load_chunks, load_source, load_test, prepare, replay_sets, reservoir, split_chunk,
+)
+from lure.errors import LureError
+from lure.io import load_arrays
+
+
+def params_with(params_dict, n_chunks, seed=0):
+    params_dict["chunks"] = [{"k": k, "prev": k - 1} for k in range(2, n_chunks + 1)]
+    params_dict["seed"] = seed
+    return parse_params(params_dict)
+
+
+def test_chunks_are_deterministic_disjoint_and_seeded():
+    a = [chunk_indices(1000, 100, k, seed=0) for k in range(1, 9)]
+    b = [chunk_indices(1000, 100, k, seed=0) for k in range(1, 9)]
+    c = [chunk_indices(1000, 100, k, seed=1) for k in range(1, 9)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    flat = np.concatenate(a)
+    assert len(np.unique(flat)) == len(flat) == 800
+
+
+def test_chunk_does_not_depend_on_how_many_follow():
+    # Chunk k is a function of (pool, chunk size, k, seed) only.
+    assert np.array_equal(chunk_indices(1000, 100, 3, seed=5), chunk_indices(1000, 100, 3, seed=5))
+    with pytest.raises(LureError, match="data.chunk_size: 11 chunks of 100 images need 1100"):
+        chunk_indices(1000, 100, 11, seed=0)
+
+
+def test_validation_split_is_disjoint_and_sized():
+    x = np.arange(200, dtype=np.uint8).reshape(200, 1, 1, 1)
+    chunk = split_chunk(Split(x, np.arange(200)), 0.1, k=2, seed=0)
+    assert len(chunk.val) == 20 and len(chunk.train) == 180
+    assert set(chunk.val.y).isdisjoint(chunk.train.y)
+    assert set(chunk.val.y) | set(chunk.train.y) == set(range(200))
+
+
+def test_prepared_chunks_stay_byte_identical_when_more_arrive(params_dict, in_tmp):
+    prepare(params_with(params_dict, 3), in_tmp / "three")
+    prepare(params_with(params_dict, 4), in_tmp / "four")
+    for name in ["test.npz", "chunk_1.npz", "chunk_2.npz", "chunk_3.npz", "seen_1.json", "seen_3.json"]:
+        assert (in_tmp / "three" / name).read_bytes() == (in_tmp / "four" / name).read_bytes(), name
+    assert (in_tmp / "four" / "chunk_4.npz").exists() and not (in_tmp / "three" / "chunk_4.npz").exists()
+
+
+def test_prepared_data_is_a_function_of_the_seed(params_dict, in_tmp):
+    prepare(params_with(params_dict, 2, seed=0), in_tmp / "a")
+    prepare(params_with(params_dict, 2, seed=0), in_tmp / "b")
+    prepare(params_with(params_dict, 2, seed=1), in_tmp / "c")
+    assert (in_tmp / "a" / "chunk_2.npz").read_bytes() == (in_tmp / "b" / "chunk_2.npz").read_bytes()
+    assert (in_tmp / "a" / "chunk_2.npz").read_bytes() != (in_tmp / "c" / "chunk_2.npz").read_bytes()
+
+
+def test_prepared_chunks_hold_real_disjoint_images(params_dict, in_tmp):
+    from sklearn.datasets import load_digits
+
+    p = params_with(params_dict, 4)
+    prepare(p, in_tmp / "prep")
+    chunks = load_chunks(in_tmp / "prep", 4)
+    test = load_test(in_tmp / "prep")
+    images = [c.train.x for c in chunks] + [c.val.x for c in chunks] + [test.x]
+    rows = {x.tobytes() for part in images for x in part}
+    total = sum(len(part) for part in images)
+    digits = load_digits()
+    # Every stored image is a digits image (0..16 scaled to 0..255), labels kept.
+    source = {np.rint(img * (255 / 16)).astype(np.uint8)[None].tobytes(): y for img, y in zip(digits.images, digits.target)}
+    assert all(x.tobytes() in source for part in images for x in part)
+    assert all(source[x.tobytes()] == y for c in chunks for x, y in zip(c.train.x, c.train.y))
+    # No image shared between chunks or with the test set (digits has a few exact duplicates).
+    assert total - len(rows) <= 2
+    assert len(chunks[0].train) == 157 and len(chunks[0].val) == 18 and len(test) == 360
+
+
+def test_tampered_chunk_is_refused(params_dict, in_tmp):
+    prepare(params_with(params_dict, 2), in_tmp / "prep")
+    arrays = load_arrays(in_tmp / "prep" / "chunk_1.npz")
+    np.savez(in_tmp / "prep" / "chunk_1.npz", **{k: v[::-1] for k, v in arrays.items()})
+    with pytest.raises(LureError, match="does not match"):
+        load_chunks(in_tmp / "prep", 2)
+
+
+def make_chunks(n: int, size: int = 50) -> list[Chunk]:
+    """Chunks whose labels are their (chunk, index) ids, so selections can be traced."""
+    def split(k, part, m):
+        ids = np.array([k * 10_000 + part * 1000 + i for i in range(m)])
+        return Split(np.zeros((m, 1, 2, 2), np.uint8), ids)
+    return [Chunk(split(k, 0, size), split(k, 1, size // 5)) for k in range(1, n + 1)]
+
+
+def test_full_replay_trains_on_every_chunk_so_far():
+    chunks = make_chunks(3)
+    sets = replay_sets(chunks, "full", 10, 2, seed=0)
+    assert list(sets.train.y) == [y for c in chunks for y in c.train.y]
+    assert list(sets.val.y) == [y for c in chunks for y in c.val.y]
+
+
+def test_no_replay_trains_on_the_new_chunk_only():
+    chunks = make_chunks(3)
+    sets = replay_sets(chunks, "none", 10, 2, seed=0)
+    assert list(sets.train.y) == list(chunks[-1].train.y)
+    assert list(sets.val.y) == list(chunks[-1].val.y)
+
+
+def test_buffer_replay_is_a_fixed_size_seeded_sample_of_earlier_chunks():
+    chunks = make_chunks(4)
+    sets = replay_sets(chunks, "buffer", 30, 4, seed=0)
+    old_train = {y for c in chunks[:-1] for y in c.train.y}
+    buffer, new = sets.train.y[:-50], sets.train.y[-50:]
+    assert list(new) == list(chunks[-1].train.y)
+    assert len(buffer) == 30 and len(set(buffer)) == 30 and set(buffer) <= old_train
+    assert len(sets.val.y) == 4 + len(chunks[-1].val)
+    again = replay_sets(chunks, "buffer", 30, 4, seed=0)
+    other = replay_sets(chunks, "buffer", 30, 4, seed=1)
+    assert np.array_equal(again.train.y, sets.train.y)
+    assert not np.array_equal(other.train.y, sets.train.y)
+
+
+def test_buffer_with_room_for_everything_keeps_everything():
+    chunks = make_chunks(3, size=10)
+    sets = replay_sets(chunks, "buffer", 1000, 1000, seed=0)
+    assert sorted(sets.train.y) == sorted(y for c in chunks for y in c.train.y)
+
+
+def test_reservoir_samples_uniformly():
+    # Algorithm R keeps every item with probability capacity / n.
+    rng = np.random.default_rng(0)
+    counts = np.zeros(100)
+    for _ in range(2000):
+        for part, index in reservoir([40, 60], 10, rng):
+            counts[part * 40 + index] += 1
+    rate = counts / 2000
+    assert abs(rate.mean() - 0.1) < 1e-9
+    assert rate.min() > 0.06 and rate.max() < 0.14
+
+
+def test_imagefolder_source_reads_real_images(in_tmp):
+    """An ImageFolder tree written from the digits images reads back pixel for pixel."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from lure.config import ImageFolderData
+
+    digits = load_digits()
+    expected = {}
+    for part, start in [("train", 0), ("test", 100)]:
+        for i in range(start, start + 30):
+            img = np.rint(digits.images[i] * (255 / 16)).astype(np.uint8)
+            folder = in_tmp / "digits" / part / f"class_{digits.target[i]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(folder / f"{i:04d}.png")
+            expected[(part, img.tobytes())] = f"class_{digits.target[i]}"
+    data = ImageFolderData(source="imagefolder", path=in_tmp / "digits", chunk_size=5)
+    source = load_source(data, seed=0)
+    assert source.pool.x.shape == (30, 1, 8, 8) and source.test.x.shape == (30, 1, 8, 8)
+    for part, split in [("train", source.pool), ("test", source.test)]:
+        for x, y in zip(split.x, split.y):
+            assert expected[(part, x[0].tobytes())] == source.classes[y]
