@@ -1,0 +1,233 @@
+"""Training and inference: one readable loop, data held as tensors on the device.
+
+The schedule restarts at every chunk (LR back to its initial value, milestones counted in the
+chunk's epochs); the checkpoint with the best validation accuracy ends the chunk.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lure.config import Params, TrainParams
+from lure.data import Split, load_chunks, replay_sets
+from lure.errors import LureError
+from lure.io import write_bytes
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise LureError("train.device: cuda was asked for but no CUDA device is available (use auto or cpu)")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+# Independent random streams (with the seed and the chunk number) for each purpose.
+SHUFFLE_STREAM, FORGET_STREAM, FRESH_MODEL_STREAM = 0, 1, 2
+
+
+def provenance(seed: int, device: torch.device) -> dict[str, str | int]:
+    """What a result was computed with: recorded beside every metric."""
+    import platform
+
+    from lure import __version__
+
+    return {"seed": seed, "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "lure": __version__}
+
+
+def derive_seed(*key: int) -> int:
+    """One seed from a tuple of ints (e.g. seed, chunk, purpose): independent streams per key."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seeded(*key: int) -> torch.Generator:
+    """A CPU generator for the stream named by `key`."""
+    return torch.Generator().manual_seed(derive_seed(*key))
+
+
+@dataclass
+class Data:
+    """A split as tensors on the device: uint8 images, int64 labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @staticmethod
+    def of(split: Split, device: torch.device) -> Data:
+        return Data(torch.from_numpy(split.x).to(device), torch.from_numpy(split.y).to(device))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def load_chunk_data(prepared: str | Path, params: Params, k: int, device: torch.device) -> tuple[Data, Data, Data]:
+    """(train, validation) for chunk k under the replay mode, and chunk k's own training images."""
+    chunks = load_chunks(prepared, k)
+    sets = replay_sets(chunks, params.replay.mode, params.replay.buffer_size, params.replay.buffer_val_size, params.seed)
+    return Data.of(sets.train, device), Data.of(sets.val, device), Data.of(chunks[-1].train, device)
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Data, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for every image, in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(as_float(x)) for x in data.x.split(batch_size)]) if len(data) else torch.empty(0)
+    model.train(was_training)
+    return logits
+
+
+def accuracy(model: nn.Module, data: Data, batch_size: int = 1000) -> float:
+    if len(data) == 0:
+        return float("nan")
+    return (predict(model, data, batch_size).argmax(1) == data.y).float().mean().item()
+
+
+@dataclass
+class FitResult:
+    updates: int  # optimizer steps
+    images: int  # training images processed
+    epochs: int
+    best_epoch: int  # 1-based epoch whose weights were kept
+    train_acc: float
+    val_acc: float
+    seconds: float
+    momentum: dict[str, torch.Tensor]  # SGD momentum after the last step, by parameter name
+
+    def metrics(self) -> dict[str, float | int]:
+        return {
+            "train_acc": self.train_acc,
+            "val_acc": self.val_acc,
+            "gen_gap": self.train_acc - self.val_acc,
+            "updates": self.updates,
+            "images": self.images,
+            "best_epoch": self.best_epoch,
+            "train_s": round(self.seconds, 3),
+        }
+
+
+class SGD:
+    """SGD with momentum and weight decay, PyTorch's update rule (dampening 0, no Nesterov):
+    g <- grad + wd * theta;  buf <- momentum * buf + g;  theta <- theta - lr * buf.
+
+    Written out because constructing torch.optim.SGD imports torch._dynamo, ~4.5 s per
+    process on a 2-core machine: most of a small stage's run time.
+    """
+
+    def __init__(self, named_params: list[tuple[str, nn.Parameter]], lr: float, momentum: float, weight_decay: float,
+                 buffers: dict[str, torch.Tensor] | None = None) -> None:
+        self.names = [n for n, _ in named_params]
+        self.params = [p for _, p in named_params]
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        buffers = buffers or {}
+        self.buffers = [buffers[n].to(p.device).clone() if n in buffers else torch.zeros_like(p)
+                        for n, p in named_params]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = [p.grad for p in self.params]
+        if self.weight_decay:
+            torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
+        torch._foreach_mul_(self.buffers, self.momentum)
+        torch._foreach_add_(self.buffers, grads)
+        torch._foreach_add_(self.params, self.buffers, alpha=-self.lr)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def momentum_state(self) -> dict[str, torch.Tensor]:
+        return {n: b.detach().cpu().clone() for n, b in zip(self.names, self.buffers)}
+
+
+def lr_at(params: TrainParams, epoch: int) -> float:
+    """Step schedule within a chunk (epoch counted from 0): LR x gamma at each milestone passed."""
+    return params.lr * params.lr_gamma ** sum(epoch >= m for m in params.lr_milestones)
+
+
+def fit(
+    model: nn.Module,
+    train: Data,
+    val: Data,
+    params: TrainParams,
+    generator: torch.Generator,
+    momentum: dict[str, torch.Tensor] | None = None,
+) -> FitResult:
+    """Train `model` in place for one chunk; it ends holding the selected checkpoint."""
+    start = time.perf_counter()
+    optimizer = SGD(list(model.named_parameters()), params.lr, params.momentum, params.weight_decay, momentum)
+    updates = images = 0
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    for epoch in range(params.epochs):
+        optimizer.lr = lr_at(params, epoch)
+        model.train()
+        order = torch.randperm(len(train), generator=generator).to(train.y.device)
+        for index in order.split(params.batch_size):
+            if len(index) < 2:  # BatchNorm cannot train on a single image
+                continue
+            loss = F.cross_entropy(model(as_float(train.x[index])), train.y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            updates += 1
+            images += len(index)
+        if params.select == "best_val":
+            val_acc = accuracy(model, val)
+            if val_acc > best_acc:
+                best_acc, best_epoch, best_state = val_acc, epoch + 1, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = params.epochs
+
+    return FitResult(
+        updates=updates,
+        images=images,
+        epochs=params.epochs,
+        best_epoch=best_epoch,
+        train_acc=accuracy(model, train),
+        val_acc=accuracy(model, val),
+        seconds=time.perf_counter() - start,
+        momentum=optimizer.momentum_state(),
+    )
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], momentum: dict[str, torch.Tensor] | None = None) -> None:
+    """Weights and buffers (a cpu_state) with the SGD momentum to carry into the next chunk."""
+    # Serialised in memory: torch.save names the archive's records after the file it writes,
+    # and the temporary file's random name would make equal checkpoints differ byte-wise.
+    buffer = io.BytesIO()
+    torch.save({"model": weights, "momentum": momentum or {}}, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the model's weights and buffers."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Load weights into `model`; return the saved SGD momentum by parameter name."""
+    path = Path(path)
+    if not path.is_file():
+        raise LureError(f"{path} is missing: run the stage that writes it (dvc repro)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return state["momentum"]

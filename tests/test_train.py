@@ -1,0 +1,73 @@
+"""The training loop on real digits: it learns, it is deterministic, and its SGD is PyTorch's."""
+
+import pytest
+import torch
+from torch import nn
+
+from lure.config import TrainParams
+from lure.data import Split
+from lure.models import SmallCNN, set_input_stats
+from lure.train import SGD, Data, accuracy, as_float, fit, lr_at
+
+
+def test_sgd_matches_torch_optim():
+    torch.manual_seed(0)
+    ours, ref = nn.Linear(5, 3), nn.Linear(5, 3)
+    ref.load_state_dict(ours.state_dict())
+    opt = SGD(list(ours.named_parameters()), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for step in range(5):
+        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+        for model, optimizer in [(ours, opt), (ref, ref_opt)]:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q)
+        torch.testing.assert_close(opt.momentum_state()[name], ref_opt.state[q]["momentum_buffer"])
+
+
+def test_lr_schedule_steps_at_milestones():
+    params = TrainParams(lr=0.1, lr_milestones=[2, 4], lr_gamma=0.1, epochs=6)
+    assert [round(lr_at(params, e), 6) for e in range(6)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+
+
+def digits(start, stop):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images[start:stop] * (255 / 16)).round().astype("uint8")[:, None]
+    return Data.of(Split(x, d.target[start:stop].astype("int64")), torch.device("cpu"))
+
+
+def train_once(seed=0, epochs=4, momentum=None):
+    torch.manual_seed(seed)
+    train, val = digits(0, 400), digits(400, 500)
+    model = SmallCNN(1, 10, width=8)
+    set_input_stats(model, as_float(train.x))
+    params = TrainParams(epochs=epochs, batch_size=32, lr=0.05, lr_milestones=[3])
+    result = fit(model, train, val, params, torch.Generator().manual_seed(seed), momentum)
+    return model, result, val
+
+
+def test_fit_learns_real_digits_well_above_chance():
+    model, result, val = train_once()
+    assert result.val_acc > 0.8  # chance is 0.1
+    assert result.val_acc == pytest.approx(accuracy(model, val))  # the selected checkpoint is loaded
+    assert result.updates == 4 * 13 and result.images == 4 * 400
+    assert 1 <= result.best_epoch <= 4
+
+
+def test_fit_is_deterministic_for_a_seed():
+    a, ra, _ = train_once(seed=3)
+    b, rb, _ = train_once(seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert ra.val_acc == rb.val_acc and ra.train_acc == rb.train_acc
+    assert all(torch.equal(ra.momentum[k], rb.momentum[k]) for k in ra.momentum)
+
+
+def test_carried_momentum_changes_the_first_updates():
+    _, first, _ = train_once(seed=0, epochs=1)
+    a, _, _ = train_once(seed=1, epochs=1)
+    b, _, _ = train_once(seed=1, epochs=1, momentum=first.momentum)
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
