@@ -1,0 +1,197 @@
+"""Forgetting methods on small models: SNIP against a hand computation, exact reset fractions,
+kept weights bit-identical, reset weights freshly drawn."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lure.config import LureParams, ScratchParams, WarmParams
+from lure.forgetting import ForgetContext, forget, kaiming_draw, lowest_fraction, snip_saliency
+from lure.models import SmallCNN
+from lure.train import Data
+
+
+class Linear2x2(nn.Module):
+    """Logits = W x + b on a flattened 2x2 image in [0, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def batches_of(x: torch.Tensor, y: torch.Tensor, size: int):
+    return list(zip(x.split(size), y.split(size)))
+
+
+def test_snip_saliency_matches_hand_computation():
+    torch.manual_seed(0)
+    model = Linear2x2()
+    x = torch.randint(0, 256, (10, 1, 2, 2), dtype=torch.uint8)
+    y = torch.randint(0, 3, (10,))
+    scores = snip_saliency(model, batches_of(x, y, 5), ["fc.weight", "fc.bias"])
+
+    # Hand: for mean cross-entropy over a batch of B, dL/dlogits = (softmax - onehot) / B,
+    # dL/dW = dlogits^T x, dL/db = sum of dlogits; SNIP sums |grad| over batches, times |theta|.
+    W, b = model.fc.weight.detach(), model.fc.bias.detach()
+    gW, gb = torch.zeros_like(W), torch.zeros_like(b)
+    for xb, yb in batches_of(x, y, 5):
+        inputs = xb.float().flatten(1) / 255
+        d = (torch.softmax(inputs @ W.T + b, 1) - nn.functional.one_hot(yb, 3).float()) / len(yb)
+        gW += (d.T @ inputs).abs()
+        gb += d.sum(0).abs()
+    torch.testing.assert_close(scores["fc.weight"], (gW * W).abs())
+    torch.testing.assert_close(scores["fc.bias"], (gb * b).abs())
+
+
+def test_snip_leaves_the_model_untouched_even_in_train_mode():
+    torch.manual_seed(0)
+    model = SmallCNN(1, 10, width=4).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8)
+    y = torch.randint(0, 10, (20,))
+    snip_saliency(model, batches_of(x, y, 10), [n for n, _ in model.named_parameters()], train_mode=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN running stats too
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.training
+
+
+def test_lowest_fraction_is_exact_and_global():
+    torch.manual_seed(0)
+    scores = {"a": torch.rand(10, 7), "b": torch.rand(33) * 3, "c": torch.zeros(5)}  # ties in c
+    for fraction in [0.0, 0.05, 0.2, 0.5, 1.0]:
+        masks = lowest_fraction(scores, fraction)
+        marked = torch.cat([scores[n].flatten()[masks[n].flatten()] for n in scores])
+        kept = torch.cat([scores[n].flatten()[~masks[n].flatten()] for n in scores])
+        assert marked.numel() == round(fraction * 108)
+        if marked.numel() and kept.numel():
+            assert marked.max() <= kept.min()  # one threshold across all tensors
+
+
+def digits_batch(n=64):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy((d.images[:n] * (255 / 16)).round().astype("uint8"))[:, None]
+    return Data(x, torch.from_numpy(d.target[:n]).long())
+
+
+def context(model_factory, data, seed=0):
+    init = model_factory()
+    return ForgetContext(
+        init_state=init.state_dict(),
+        fresh_model=model_factory,
+        replay=data,
+        chunk=data,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def trained_like_model(seed=1):
+    torch.manual_seed(seed)
+    model = SmallCNN(1, 10, width=8)
+    with torch.no_grad():  # move BN scales off their init value so a reset is visible
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2, 0.6])
+def test_lure_resets_exactly_the_asked_fraction_of_weights(fraction):
+    model = trained_like_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    params = LureParams(fraction=fraction, score_params="weights")
+    reset = forget(model, params, context(lambda: SmallCNN(1, 10, width=8), digits_batch()))
+
+    weights = [n for n in before if n.endswith("weight")]
+    changed = {n: (p.detach() != before[n]) for n, p in model.named_parameters()}
+    n_changed = sum(int(changed[n].sum()) for n in weights)
+    assert n_changed == round(fraction * sum(before[n].numel() for n in weights))
+    assert all(not changed[n].any() for n in before if not n.endswith("weight"))  # biases kept
+    for n in weights:
+        kept = ~changed[n]
+        assert torch.equal(dict(model.named_parameters())[n].detach()[kept], before[n][kept])  # bit-identical
+        assert reset[n] == pytest.approx(changed[n].float().mean().item())
+
+
+def test_lure_draws_reset_weights_from_kaiming_uniform():
+    model = trained_like_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    forget(model, LureParams(fraction=0.5, score_params="weights"),
+           context(lambda: SmallCNN(1, 10, width=8), digits_batch(), seed=7))
+    generator = torch.Generator().manual_seed(7)  # the same draws, in parameter order
+    for n, p in model.named_parameters():
+        if not n.endswith("weight"):
+            continue
+        draw = kaiming_draw(p.shape, generator)
+        reset = p.detach() != before[n]
+        assert torch.equal(p.detach()[reset], draw[reset])
+        fan_in = p[0].numel() if p.dim() >= 2 else 1
+        assert draw.abs().max() <= 1 / math.sqrt(fan_in)  # kaiming_uniform(a=sqrt(5)): BN scale U(-1, 1)
+
+
+def test_lure_official_scoring_counts_biases_but_resets_only_weights():
+    model = trained_like_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    reset = forget(model, LureParams(fraction=0.3), context(lambda: SmallCNN(1, 10, width=8), digits_batch()))
+    for n, p in model.named_parameters():
+        if not n.endswith("weight"):
+            assert torch.equal(p.detach(), before[n]) and n not in reset
+    total = sum(p.numel() for p in before.values())
+    n_reset = sum(reset[n] * before[n].numel() for n in reset)
+    assert n_reset <= round(0.3 * total)  # marked biases and BN shifts are kept
+
+
+def test_lure_module_reinit_takes_a_fresh_models_values():
+    model = trained_like_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def fresh():
+        torch.manual_seed(123)
+        return SmallCNN(1, 10, width=8)
+
+    forget(model, LureParams(fraction=0.5, reinit="module", score_params="weights"), context(fresh, digits_batch()))
+    reference = dict(fresh().named_parameters())
+    for n, p in model.named_parameters():
+        reset = p.detach() != before[n]
+        assert torch.equal(p.detach()[reset], reference[n].detach()[reset])
+    bn = model.features[0][1].weight.detach()
+    assert ((bn == 1) | (bn == before["features.0.1.weight"])).all()
+
+
+def test_lure_is_deterministic_for_a_seed():
+    results = []
+    for _ in range(2):
+        model = trained_like_model()
+        forget(model, LureParams(), context(lambda: SmallCNN(1, 10, width=8), digits_batch(), seed=3))
+        results.append(model.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_lure_scores_on_the_chosen_data():
+    old, new = digits_batch(64), Data(digits_batch(128).x[64:], digits_batch(128).y[64:])
+    masks = {}
+    for source in ["replay", "chunk"]:
+        m = trained_like_model()
+        ctx = context(lambda: SmallCNN(1, 10, width=8), old)
+        ctx.chunk = new
+        before = {n: p.detach().clone() for n, p in m.named_parameters()}
+        forget(m, LureParams(score_data=source, score_batch_size=32), ctx)
+        masks[source] = torch.cat([(p.detach() != before[n]).flatten() for n, p in m.named_parameters()])
+    assert not torch.equal(masks["replay"], masks["chunk"])
+
+
+def test_warm_keeps_everything_and_scratch_restores_the_initial_weights():
+    model = trained_like_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert forget(model, WarmParams(), context(lambda: SmallCNN(1, 10, width=8), digits_batch())) == {}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    ctx = context(lambda: SmallCNN(1, 10, width=8), digits_batch())
+    reset = forget(model, ScratchParams(), ctx)
+    assert all(torch.equal(ctx.init_state[k], v) for k, v in model.state_dict().items())
+    assert set(reset) == {n for n, _ in model.named_parameters()} and set(reset.values()) == {1.0}

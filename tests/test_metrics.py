@@ -1,0 +1,62 @@
+"""Calibration and anytime metrics against hand-checked values and reference libraries."""
+
+import numpy as np
+import pytest
+import torch
+
+from lure.metrics import anytime_summary, calibration, expected_calibration_error
+
+
+def test_ece_on_a_hand_checked_example():
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+    labels = torch.tensor([0, 1, 0, 1])
+    # 15 bins. Confidence 0.9 (one right, one wrong) -> bin [0.867, 0.933): |0.5 - 0.9| * 2/4 = 0.2.
+    # Confidence 0.6 (both right) -> bin [0.6, 0.667): |1.0 - 0.6| * 2/4 = 0.2.
+    assert expected_calibration_error(probs, labels, bins=15) == pytest.approx(0.4)
+
+
+def test_ece_is_zero_when_confidence_equals_accuracy():
+    probs = torch.tensor([[0.75, 0.25]] * 4)
+    labels = torch.tensor([0, 0, 0, 1])
+    assert expected_calibration_error(probs, labels, bins=15) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ece_matches_torchmetrics():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    torch.manual_seed(0)
+    logits = torch.randn(500, 10) * 3
+    labels = torch.randint(0, 10, (500,))
+    probs = logits.softmax(1)
+    for bins in [1, 10, 15]:
+        expected = multiclass_calibration_error(probs, labels, num_classes=10, n_bins=bins, norm="l1").item()
+        assert expected_calibration_error(probs, labels, bins) == pytest.approx(expected, abs=1e-6)
+
+
+def test_nll_and_brier_match_scikit_learn():
+    from sklearn.metrics import brier_score_loss, log_loss
+
+    torch.manual_seed(1)
+    logits = torch.randn(300, 4)
+    labels = torch.randint(0, 4, (300,))
+    m = calibration(logits, labels)
+    probs = logits.softmax(1).numpy().astype(np.float64)
+    probs /= probs.sum(1, keepdims=True)
+    assert m["nll"] == pytest.approx(log_loss(labels.numpy(), probs, labels=range(4)), rel=1e-5)
+    # sklearn's multiclass Brier: mean over samples of the summed squared error over classes.
+    assert m["brier"] == pytest.approx(brier_score_loss(labels.numpy(), probs, labels=range(4)), rel=1e-5)
+    assert m["acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+
+
+def test_brier_and_nll_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]))
+    labels = torch.tensor([0, 2])
+    m = calibration(logits, labels)
+    brier = ((0.5**2 + 0.25**2 + 0.25**2) + (0.1**2 + 0.8**2 + 0.9**2)) / 2
+    assert m["brier"] == pytest.approx(brier, rel=1e-6)
+    assert m["nll"] == pytest.approx(-(np.log(0.5) + np.log(0.1)) / 2, rel=1e-6)
+
+
+def test_anytime_summary():
+    s = anytime_summary([0.5, 0.7, 0.9], [50, 30, 10])
+    assert s == {"final_acc": 0.9, "anytime_acc": pytest.approx(0.7), "cer": 90}
