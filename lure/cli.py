@@ -1,0 +1,42 @@
+"""The `lure` command: check params.yaml and read results. The pipeline itself runs with DVC
+(`dvc repro`); its stages are the modules in stages/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lure.errors import reports_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Learn, Unlearn, Relearn: compare warm start, scratch and LURE on chunked data.")
+
+
+@app.command()
+@reports_errors
+def check(params: Path = Path("params.yaml")) -> None:
+    """Validate params.yaml and print what `dvc repro` will train."""
+    from lure.config import load_params
+
+    p = load_params(params)
+    data = p.data
+    print(f"{params}: valid")
+    print(f"  data: {data.source}, {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}")
+    print(f"  replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {p.train.device}")
+    print(f"  methods: {', '.join(f'{name} ({m.kind})' for name, m in p.methods.items())}")
+    print(f"  stages per method: chunks 2..{p.n_chunks} ({len(p.chunks) * len(p.methods)} relearn stages in all)")
+
+
+@app.command()
+@reports_errors
+def results(params: Path = Path("params.yaml")) -> None:
+    """Print the comparison tables of the last `dvc repro` (from metrics/evaluate/)."""
+    from lure.config import load_params
+    from lure.report import accuracy_table, load_evaluations, markdown_table
+
+    evaluations = load_evaluations(list(load_params(params).methods))
+    print(markdown_table({m: e["final"] for m, e in evaluations.items()}))
+    print()
+    print(accuracy_table(evaluations))
+

@@ -1,0 +1,16 @@
+"""Stage prepare: cut the source into a test set and N chunks, each with a validation split."""
+
+from lure.config import load_params
+from lure.data import prepare
+from lure.errors import run_command
+from lure.paths import PREPARED
+
+
+def main(params: str = "params.yaml") -> None:
+    meta = prepare(load_params(params), PREPARED)
+    print(f"{meta['source']}: {meta['chunks']} chunks of {meta['chunk_train_size']} train + "
+          f"{meta['chunk_val_size']} val images; test {meta['test_size']}; {len(meta['classes'])} classes")
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -1,0 +1,129 @@
+"""The DVC pipeline end to end on a tiny config, in a temporary git repository: the caching a
+user relies on (nothing re-runs twice; a new chunk or one method's change re-runs only what it must)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+METHODS = ("warm", "scratch", "lure")
+TIMING = {"train_s", "forget_s"}
+
+
+def project_files() -> list[str]:
+    """The project as a fresh clone has it: committed and new source files, no pipeline outputs."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    outputs = ("data/", "models/", "metrics/", "dvc.lock", "tests/", "bench/")
+    return [f for f in listed if not f.startswith(outputs) and (ROOT / f).is_file()]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    for name in project_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["chunk_size"] = 150
+    params["chunks"] = [{"k": 2, "prev": 1}]
+    params["model"]["width"] = 8
+    params["train"].update(epochs=4, batch_size=16, lr_milestones=[3], device="cpu")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(root, "init", "-q")
+    commit(root, "tiny project")
+    return root
+
+
+def env() -> dict:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def git(root, *args):
+    return subprocess.run(["git", *args], cwd=root, env=env(), check=True, capture_output=True, text=True).stdout
+
+
+def commit(root, message):
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", message)
+
+
+def dvc(root, *args) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def relearn(method, index):
+    return f"relearn@{method}-chunk{index}"
+
+
+def without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def test_pipeline_caching(project):
+    # 1. A first run runs every stage; the first chunk is learned once for all methods.
+    first = dvc(project, "repro")
+    assert ran(first) == {"prepare", "learn", "report",
+                          *(f"branch@{m}" for m in METHODS), *(relearn(m, 0) for m in METHODS),
+                          *(f"evaluate@{m}" for m in METHODS)}
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert set(summary) == set(METHODS)
+    for row in summary.values():
+        assert 0.5 < row["final_acc"] <= 1 and row["cer"] >= 0 and row["updates"] > 0  # chance: 0.1
+    assert json.loads((project / "metrics/relearn/lure/chunk_2.json").read_text())["reset_fraction"] > 0.1
+    commit(project, "first run")
+
+    # 2. A second run re-runs nothing.
+    again = dvc(project, "repro")
+    assert ran(again) == set() and "Data and pipelines are up to date" in again
+    assert "up to date" in dvc(project, "status")
+
+    # 3. Same seed, same device: re-running a stage gives the same metrics and model bytes.
+    before = json.loads((project / "metrics/relearn/lure/chunk_2.json").read_text())
+    model_bytes = (project / "models/lure/chunk_2.pt").read_bytes()
+    subprocess.run([sys.executable, "-m", "stages.relearn", "lure", "2"], cwd=project, env=env(), check=True,
+                   capture_output=True)
+    after = json.loads((project / "metrics/relearn/lure/chunk_2.json").read_text())
+    assert without_timing(after) == without_timing(before)
+    assert (project / "models/lure/chunk_2.pt").read_bytes() == model_bytes
+
+    # 4. A new chunk re-runs only its stages, evaluation and the report (prepare re-cuts the data,
+    #    leaving chunks 1..2 byte-identical).
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["chunks"].append({"k": 3, "prev": 2})
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    grown = dvc(project, "repro")
+    assert ran(grown) == {"prepare", "report", *(relearn(m, 1) for m in METHODS), *(f"evaluate@{m}" for m in METHODS)}
+    commit(project, "chunk 3 arrived")
+
+    # 5. An experiment on one method's params re-runs only that method's stages.
+    experiment = dvc(project, "exp", "run", "-S", "methods.lure.fraction=0.5")
+    assert ran(experiment) == {relearn("lure", 0), relearn("lure", 1), "evaluate@lure", "report"}
+    diff = dvc(project, "metrics", "diff")
+    assert "metrics/evaluate/lure.json" in diff
+    assert "metrics/evaluate/warm.json" not in diff and "metrics/evaluate/scratch.json" not in diff
+    assert json.loads((project / "metrics/relearn/lure/chunk_3.json").read_text())["reset_fraction"] > 0.4
+
+    # 6. The accuracy-vs-chunk plot has one line per method.
+    plots = json.loads(dvc(project, "plots", "show", "--json"))
+    [plot] = plots["data"]["metrics/accuracy.csv"]
+    values = plot["content"]["data"]["values"]
+    assert {v["method"] for v in values} == set(METHODS)
+    assert {int(v["chunk"]) for v in values} == {1, 2, 3}
+    assert plot["content"]["encoding"]["color"]["field"] == "method"
