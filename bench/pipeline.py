@@ -1,0 +1,76 @@
+"""Benchmark: the default pipeline from a fresh clone, as a newcomer runs it.
+
+    uv run python bench/pipeline.py
+
+Clones the committed HEAD into a temporary folder, installs (`uv sync --frozen`, timed apart),
+then times `uv run dvc repro` (every stage runs: a clone has no DVC cache) and a second, no-op
+`uv run dvc repro`. Prints a table and writes bench/results/pipeline-<machine>.json.
+Targets on a 2-core CPU machine: first repro <= 180 s, no-op <= 5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed, result.stdout + result.stderr
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "lure"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        install, _ = timed(["uv", "sync", "--frozen", "-q"], clone)
+        first, log = timed(["uv", "run", "dvc", "repro"], clone)
+        noop, _ = timed(["uv", "run", "dvc", "repro"], clone)
+        stages = log.count("Running stage")
+        torch_version = subprocess.run(["uv", "run", "python", "-c", "import torch; print(torch.__version__)"],
+                                       cwd=clone, capture_output=True, text=True).stdout.strip()
+    result = {
+        "commit": commit,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "versions": {"python": platform.python_version(), "torch": torch_version},
+        "install_s": round(install, 1),
+        "first_repro_s": round(first, 1),
+        "stages_run": stages,
+        "noop_repro_s": round(noop, 2),
+        "targets": {"first_repro_s": 180, "noop_repro_s": 5},
+    }
+    print(f"| step | seconds | target |\n|---|---:|---:|\n"
+          f"| install (uv sync, cached wheels) | {install:.1f} | - |\n"
+          f"| first `dvc repro` ({stages} stages) | {first:.1f} | 180 |\n"
+          f"| no-op `dvc repro` | {noop:.2f} | 5 |")
+    print(f"{result['machine']['cores']} cores, {result['machine']['cpu']}; torch {torch_version}; commit {commit[:10]}")
+    out = ROOT / "bench" / "results" / f"pipeline-{platform.machine()}-{os.cpu_count()}cores.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
