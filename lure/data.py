@@ -186,21 +186,26 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
     return meta
 
 
+def _prepared_file(prepared: str | Path, name: str) -> Path:
+    path = Path(prepared) / name
+    if not path.is_file():
+        raise LureError(f"{path} is missing: run the prepare stage (dvc repro) first")
+    return path
+
+
 def load_meta(prepared: str | Path) -> dict:
-    return json.loads((Path(prepared) / "meta.json").read_text())
+    return json.loads(_prepared_file(prepared, "meta.json").read_text())
 
 
 def load_test(prepared: str | Path) -> Split:
-    arrays = load_arrays(Path(prepared) / "test.npz")
+    arrays = load_arrays(_prepared_file(prepared, "test.npz"))
     return Split(arrays["x"], arrays["y"])
 
 
 def load_chunks(prepared: str | Path, k: int) -> list[Chunk]:
     """Chunks 1..k, checked against seen_<k>.json (the file DVC tracks for them)."""
     prepared = Path(prepared)
-    manifest = prepared / seen_file(k)
-    if not manifest.is_file():
-        raise LureError(f"{manifest} is missing: run the prepare stage (dvc repro) first")
+    manifest = _prepared_file(prepared, seen_file(k))
     expected = json.loads(manifest.read_text())["chunks"]
     chunks = []
     for i in range(1, k + 1):

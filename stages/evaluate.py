@@ -48,9 +48,10 @@ def main(method: str, params: str = "params.yaml") -> None:
             "images": t["images"],
             "train_s": t["train_s"],
         }
+    last_model_calibration = calibration(logits, test.y, p.evaluate.ece_bins)  # logits of chunk N's model
     final = {
         **anytime_summary(test_acc, test_errors),
-        **{key: value for key, value in calibration(logits, test.y, p.evaluate.ece_bins).items() if key != "acc"},
+        **{key: value for key, value in last_model_calibration.items() if key != "acc"},
         "updates": sum(t["updates"] for t in trained),
         "images": sum(t["images"] for t in trained),
         "train_s": round(sum(t["train_s"] + t.get("forget_s", 0.0) for t in trained), 3),
