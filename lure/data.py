@@ -152,7 +152,8 @@ def seen_file(k: int) -> str:
 
 
 def prepare(params: Params, out_dir: str | Path) -> dict:
-    """Cut the chunks and the test set into `out_dir`; return the dataset's description.
+    """Cut the chunks and the test set into `out_dir`; return the dataset's description
+    (meta.json: what a model needs to know, the same whatever the number of chunks).
 
     Besides chunk_<k>.npz, writes seen_<k>.json: the hashes of chunks 1..k. A stage that trains
     on chunks 1..k depends on that one file, so DVC re-runs it exactly when one of them changes.
@@ -170,7 +171,6 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
         "image_shape": list(source.test.x.shape[1:]),
         "pool_size": len(source.pool),
         "test_size": len(source.test),
-        "chunks": n,
         "chunk_train_size": len(chunks[0].train),
         "chunk_val_size": len(chunks[0].val),
     }

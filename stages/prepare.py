@@ -7,8 +7,9 @@ from lure.paths import PREPARED
 
 
 def main(params: str = "params.yaml") -> None:
-    meta = prepare(load_params(params), PREPARED)
-    print(f"{meta['source']}: {meta['chunks']} chunks of {meta['chunk_train_size']} train + "
+    p = load_params(params)
+    meta = prepare(p, PREPARED)
+    print(f"{meta['source']}: {p.n_chunks} chunks of {meta['chunk_train_size']} train + "
           f"{meta['chunk_val_size']} val images; test {meta['test_size']}; {len(meta['classes'])} classes")
 
 
