@@ -7,7 +7,7 @@ so a change to one method's section re-runs only that method's stages.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,7 +42,8 @@ class ImageFolderData(Strict):
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
 
 
-DataParams = Annotated[DigitsData | ImageFolderData, Field(discriminator="source")]
+DATA_SOURCES = (DigitsData, ImageFolderData)
+DataParams = Annotated[Union[DATA_SOURCES], Field(discriminator="source")]
 
 
 class ChunkStep(Strict):
@@ -130,9 +131,17 @@ class LureParams(Strict):
     reinit: Literal["kaiming", "module"] = "kaiming"
 
 
-MethodParams = Annotated[WarmParams | ScratchParams | LureParams, Field(discriminator="kind")]
-METHOD_KINDS = ("warm", "scratch", "lure")
-TAGS = {*METHOD_KINDS, "digits", "imagefolder"}
+# One params class per method kind (its function is in lure.forgetting.METHODS): add new ones here.
+METHOD_PARAMS = (WarmParams, ScratchParams, LureParams)
+MethodParams = Annotated[Union[METHOD_PARAMS], Field(discriminator="kind")]
+
+
+def _tag(cls: type[BaseModel], field: str) -> str:
+    return get_args(cls.model_fields[field].annotation)[0]
+
+
+METHOD_KINDS = tuple(_tag(cls, "kind") for cls in METHOD_PARAMS)
+UNION_TAGS = {*METHOD_KINDS, *(_tag(cls, "source") for cls in DATA_SOURCES)}
 
 
 class EvaluateParams(Strict):
@@ -168,7 +177,7 @@ class Params(Strict):
     @classmethod
     def _some_methods(cls, value: dict[str, Any]) -> dict[str, Any]:
         if not value:
-            raise ValueError("name at least one method (warm, scratch, lure)")
+            raise ValueError(f"name at least one method ({', '.join(METHOD_KINDS)})")
         for name in value:
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"method name {name!r}: use letters, digits and _ only")
@@ -194,7 +203,7 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     """`methods.lure.fraction`, without the union tag pydantic inserts (methods.lure.lure...)."""
     parts = [str(p) for p in loc]
     tag_at = {"data": 1, "methods": 2}.get(parts[0]) if parts else None
-    if tag_at is not None and len(parts) > tag_at + 1 and parts[tag_at] in TAGS:
+    if tag_at is not None and len(parts) > tag_at + 1 and parts[tag_at] in UNION_TAGS:
         del parts[tag_at]
     return ".".join(parts)
 

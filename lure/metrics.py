@@ -22,13 +22,15 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
 
 def calibration(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict[str, float]:
     """Accuracy, ECE, NLL (mean cross-entropy) and Brier score (mean over images of the squared
-    distance between the probability vector and the one-hot label, summed over classes)."""
-    probs = logits.float().softmax(1)
+    distance between the probability vector and the one-hot label, summed over classes).
+    Computed on the CPU, where the binning sums are deterministic."""
+    logits, labels = logits.detach().float().cpu(), labels.cpu()
+    probs = logits.softmax(1)
     onehot = F.one_hot(labels, probs.shape[1]).float()
     return {
         "acc": (probs.argmax(1) == labels).float().mean().item(),
         "ece": expected_calibration_error(probs, labels, bins),
-        "nll": F.cross_entropy(logits.float(), labels).item(),
+        "nll": F.cross_entropy(logits, labels).item(),
         "brier": ((probs - onehot) ** 2).sum(1).mean().item(),
     }
 

@@ -28,6 +28,9 @@ def pick_device(choice: str) -> torch.device:
         raise LureError("train.device: cuda was asked for but no CUDA device is available (use auto or cpu)")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":  # same seed, same GPU -> same results (at some cost in speed)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     return torch.device(choice)
 
 
@@ -101,7 +104,7 @@ def accuracy(model: nn.Module, data: Data, batch_size: int = 1000) -> float:
 class FitResult:
     updates: int  # optimizer steps
     images: int  # training images processed
-    epochs: int
+    val_history: list[float]  # validation accuracy after each epoch (empty with select: last)
     best_epoch: int  # 1-based epoch whose weights were kept
     train_acc: float
     val_acc: float
@@ -139,12 +142,16 @@ class SGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        grads = [p.grad for p in self.params]
+        live = [(p, b) for p, b in zip(self.params, self.buffers) if p.grad is not None]
+        if not live:
+            return
+        params, buffers = [p for p, _ in live], [b for _, b in live]
+        grads = [p.grad for p in params]
         if self.weight_decay:
-            torch._foreach_add_(grads, self.params, alpha=self.weight_decay)
-        torch._foreach_mul_(self.buffers, self.momentum)
-        torch._foreach_add_(self.buffers, grads)
-        torch._foreach_add_(self.params, self.buffers, alpha=-self.lr)
+            torch._foreach_add_(grads, params, alpha=self.weight_decay)
+        torch._foreach_mul_(buffers, self.momentum)
+        torch._foreach_add_(buffers, grads)
+        torch._foreach_add_(params, buffers, alpha=-self.lr)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -171,7 +178,8 @@ def fit(
     start = time.perf_counter()
     optimizer = SGD(list(model.named_parameters()), params.lr, params.momentum, params.weight_decay, momentum)
     updates = images = 0
-    best_acc, best_epoch, best_state = -1.0, 0, None
+    history: list[float] = []
+    best_epoch, best_state = 0, None
     for epoch in range(params.epochs):
         optimizer.lr = lr_at(params, epoch)
         model.train()
@@ -186,9 +194,9 @@ def fit(
             updates += 1
             images += len(index)
         if params.select == "best_val":
-            val_acc = accuracy(model, val)
-            if val_acc > best_acc:
-                best_acc, best_epoch, best_state = val_acc, epoch + 1, copy.deepcopy(model.state_dict())
+            history.append(accuracy(model, val))
+            if history[-1] > max(history[:-1], default=-1.0):  # the earliest best epoch wins ties
+                best_epoch, best_state = epoch + 1, copy.deepcopy(model.state_dict())
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
@@ -197,7 +205,7 @@ def fit(
     return FitResult(
         updates=updates,
         images=images,
-        epochs=params.epochs,
+        val_history=history,
         best_epoch=best_epoch,
         train_acc=accuracy(model, train),
         val_acc=accuracy(model, val),
