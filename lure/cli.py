@@ -33,10 +33,7 @@ def check(params: Path = Path("params.yaml")) -> None:
 def results(params: Path = Path("params.yaml")) -> None:
     """Print the comparison tables of the last `dvc repro` (from metrics/evaluate/)."""
     from lure.config import load_params
-    from lure.report import accuracy_table, load_evaluations, markdown_table
+    from lure.report import load_evaluations, tables
 
-    evaluations = load_evaluations(list(load_params(params).methods))
-    print(markdown_table({m: e["final"] for m, e in evaluations.items()}))
-    print()
-    print(accuracy_table(evaluations))
+    print(tables(load_evaluations(list(load_params(params).methods))))
 

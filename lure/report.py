@@ -8,7 +8,7 @@ from lure import paths
 from lure.errors import LureError
 from lure.io import write_json, write_text
 
-COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "nll", "brier", "updates", "images", "train_s")
+COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "nll", "brier", "updates", "images", "wall_s")
 
 
 def load_evaluations(methods: list[str]) -> dict[str, dict]:
@@ -46,6 +46,11 @@ def accuracy_table(evaluations: dict[str, dict]) -> str:
     rows = [f"| {m} | " + " | ".join(f"{e['chunks'][c]['test_acc']:.4f}" for c in chunks) + " |"
             for m, e in evaluations.items()]
     return "\n".join([header, rule, *rows])
+
+
+def tables(evaluations: dict[str, dict]) -> str:
+    """The per-method summary, then accuracy after every chunk: what the report prints."""
+    return markdown_table({m: e["final"] for m, e in evaluations.items()}) + "\n\n" + accuracy_table(evaluations)
 
 
 def _fmt(value: float | int) -> str:

@@ -54,7 +54,7 @@ def main(method: str, params: str = "params.yaml") -> None:
         **{key: value for key, value in last_model_calibration.items() if key != "acc"},
         "updates": sum(t["updates"] for t in trained),
         "images": sum(t["images"] for t in trained),
-        "train_s": round(sum(t["train_s"] + t.get("forget_s", 0.0) for t in trained), 3),
+        "wall_s": round(sum(t["train_s"] + t.get("forget_s", 0.0) for t in trained), 3),  # forget + train
     }
     write_json(paths.evaluate_metrics_path(method),
                {"final": final, "chunks": per_chunk, "provenance": provenance(p.seed, device)})

@@ -2,14 +2,11 @@
 
 from lure.config import load_params
 from lure.errors import run_command
-from lure.report import accuracy_table, markdown_table, write_report
+from lure.report import tables, write_report
 
 
 def main(params: str = "params.yaml") -> None:
-    evaluations = write_report(list(load_params(params).methods))
-    print(markdown_table({m: e["final"] for m, e in evaluations.items()}))
-    print()
-    print(accuracy_table(evaluations))
+    print(tables(write_report(list(load_params(params).methods))))
 
 
 if __name__ == "__main__":
