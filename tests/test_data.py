@@ -27,9 +27,7 @@ def test_chunks_are_deterministic_disjoint_and_seeded():
     assert len(np.unique(flat)) == len(flat) == 800
 
 
-def test_chunk_does_not_depend_on_how_many_follow():
-    # Chunk k is a function of (pool, chunk size, k, seed) only.
-    assert np.array_equal(chunk_indices(1000, 100, 3, seed=5), chunk_indices(1000, 100, 3, seed=5))
+def test_too_many_chunks_for_the_pool_are_refused():
     with pytest.raises(LureError, match="data.chunk_size: 11 chunks of 100 images need 1100"):
         chunk_indices(1000, 100, 11, seed=0)
 
@@ -122,6 +120,15 @@ def test_buffer_replay_is_a_fixed_size_seeded_sample_of_earlier_chunks():
     assert not np.array_equal(other.train.y, sets.train.y)
 
 
+def test_buffer_at_chunk_k_grows_from_the_buffer_at_chunk_k_minus_1():
+    chunks = make_chunks(5)
+    buffers = [set(replay_sets(chunks[:k], "buffer", 30, 4, seed=0).train.y[:-50]) for k in range(2, 6)]
+    for k in range(1, len(buffers)):  # the buffer before chunk k+2 = that before k+1, plus some of chunk k+1
+        arrived = set(chunks[k].train.y)
+        assert buffers[k] <= buffers[k - 1] | arrived
+        assert buffers[k] & arrived and buffers[k - 1] - buffers[k]
+
+
 def test_buffer_with_room_for_everything_keeps_everything():
     chunks = make_chunks(3, size=10)
     sets = replay_sets(chunks, "buffer", 1000, 1000, seed=0)
@@ -136,8 +143,7 @@ def test_reservoir_samples_uniformly():
         for part, index in reservoir([40, 60], 10, rng):
             counts[part * 40 + index] += 1
     rate = counts / 2000
-    assert abs(rate.mean() - 0.1) < 1e-9
-    assert rate.min() > 0.06 and rate.max() < 0.14
+    assert rate.min() > 0.06 and rate.max() < 0.14  # expected 0.1 for each item, sd 0.0067
 
 
 def test_imagefolder_source_reads_real_images(in_tmp):

@@ -137,13 +137,20 @@ def test_lure_draws_reset_weights_from_kaiming_uniform():
 def test_lure_official_scoring_counts_biases_but_resets_only_weights():
     model = trained_like_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    reset = forget(model, LureParams(fraction=0.3), context(lambda: SmallCNN(1, 10, width=8), digits_batch()))
+    data = digits_batch()
+    # The official mask: every parameter competes, on the first batch of 100 in eval mode.
+    scores = snip_saliency(model, [(data.x[:100], data.y[:100])], list(before))
+    official = lowest_fraction(scores, 0.3)
+    forget(model, LureParams(fraction=0.3), context(lambda: SmallCNN(1, 10, width=8), data))
     for n, p in model.named_parameters():
-        if not n.endswith("weight"):
-            assert torch.equal(p.detach(), before[n]) and n not in reset
-    total = sum(p.numel() for p in before.values())
-    n_reset = sum(reset[n] * before[n].numel() for n in reset)
-    assert n_reset <= round(0.3 * total)  # marked biases and BN shifts are kept
+        changed = p.detach() != before[n]
+        if n.endswith("weight"):
+            assert torch.equal(changed, official[n])  # exactly the marked entries are drawn afresh
+        else:
+            assert not changed.any()  # biases and BN shifts are kept, marked or not
+    assert any(official[n].any() for n in before if not n.endswith("weight"))  # some were marked
+    n_marked = sum(int(m.sum()) for m in official.values())
+    assert n_marked == round(0.3 * sum(p.numel() for p in before.values()))
 
 
 def test_lure_module_reinit_takes_a_fresh_models_values():
@@ -183,6 +190,13 @@ def test_lure_scores_on_the_chosen_data():
         forget(m, LureParams(score_data=source, score_batch_size=32), ctx)
         masks[source] = torch.cat([(p.detach() != before[n]).flatten() for n, p in m.named_parameters()])
     assert not torch.equal(masks["replay"], masks["chunk"])
+
+
+def test_every_method_kind_has_a_function():
+    from lure.config import METHOD_KINDS
+    from lure.forgetting import METHODS
+
+    assert set(METHODS) == set(METHOD_KINDS)
 
 
 def test_warm_keeps_everything_and_scratch_restores_the_initial_weights():

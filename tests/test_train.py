@@ -10,21 +10,52 @@ from lure.models import SmallCNN, set_input_stats
 from lure.train import SGD, Data, accuracy, as_float, fit, lr_at
 
 
+def steps(pairs, n):
+    for _ in range(n):
+        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+        for model, optimizer in pairs:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+
+def assert_same(ours, opt, ref, ref_opt):
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q)
+        torch.testing.assert_close(opt.momentum_state()[name], ref_opt.state[q]["momentum_buffer"])
+
+
 def test_sgd_matches_torch_optim():
     torch.manual_seed(0)
     ours, ref = nn.Linear(5, 3), nn.Linear(5, 3)
     ref.load_state_dict(ours.state_dict())
     opt = SGD(list(ours.named_parameters()), lr=0.1, momentum=0.9, weight_decay=1e-3)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    for step in range(5):
-        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
-        for model, optimizer in [(ours, opt), (ref, ref_opt)]:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q)
-        torch.testing.assert_close(opt.momentum_state()[name], ref_opt.state[q]["momentum_buffer"])
+    steps([(ours, opt), (ref, ref_opt)], 5)
+    assert_same(ours, opt, ref, ref_opt)
+
+
+def test_sgd_continues_from_carried_momentum_like_torch_optim():
+    torch.manual_seed(0)
+    ref = nn.Linear(5, 3)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    steps([(ref, ref_opt)], 3)  # the previous chunk
+    ours = nn.Linear(5, 3)
+    ours.load_state_dict(ref.state_dict())
+    carried = {n: ref_opt.state[p]["momentum_buffer"].clone() for n, p in ref.named_parameters()}
+    opt = SGD(list(ours.named_parameters()), lr=0.1, momentum=0.9, weight_decay=1e-3, buffers=carried)
+    steps([(ours, opt), (ref, ref_opt)], 3)
+    assert_same(ours, opt, ref, ref_opt)
+
+
+def test_sgd_skips_parameters_without_gradient():
+    model = nn.Linear(5, 3)
+    model.bias.requires_grad_(False)
+    bias = model.bias.detach().clone()
+    opt = SGD(list(model.named_parameters()), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    nn.functional.cross_entropy(model(torch.randn(4, 5)), torch.tensor([0, 1, 2, 0])).backward()
+    opt.step()
+    assert torch.equal(model.bias, bias)
 
 
 def test_lr_schedule_steps_at_milestones():
@@ -40,12 +71,12 @@ def digits(start, stop):
     return Data.of(Split(x, d.target[start:stop].astype("int64")), torch.device("cpu"))
 
 
-def train_once(seed=0, epochs=4, momentum=None):
+def train_once(seed=0, epochs=4, momentum=None, **overrides):
     torch.manual_seed(seed)
     train, val = digits(0, 400), digits(400, 500)
     model = SmallCNN(1, 10, width=8)
     set_input_stats(model, as_float(train.x))
-    params = TrainParams(epochs=epochs, batch_size=32, lr=0.05, lr_milestones=[3])
+    params = TrainParams(**{"epochs": epochs, "batch_size": 32, "lr": 0.05, "lr_milestones": [3], **overrides})
     result = fit(model, train, val, params, torch.Generator().manual_seed(seed), momentum)
     return model, result, val
 
@@ -53,9 +84,19 @@ def train_once(seed=0, epochs=4, momentum=None):
 def test_fit_learns_real_digits_well_above_chance():
     model, result, val = train_once()
     assert result.val_acc > 0.8  # chance is 0.1
-    assert result.val_acc == pytest.approx(accuracy(model, val))  # the selected checkpoint is loaded
     assert result.updates == 4 * 13 and result.images == 4 * 400
-    assert 1 <= result.best_epoch <= 4
+
+
+def test_fit_keeps_the_best_validation_checkpoint():
+    # A high learning rate without decay makes validation accuracy go up and down.
+    model, result, val = train_once(epochs=8, lr=0.5, lr_milestones=[])
+    history = result.val_history
+    assert len(history) == 8 and max(history) > history[-1]  # the last epoch is not the best here
+    assert result.best_epoch == history.index(max(history)) + 1
+    assert accuracy(model, val) == max(history)  # the model holds the best epoch's weights
+    last_model, last, _ = train_once(epochs=8, lr=0.5, lr_milestones=[], select="last")
+    assert last.best_epoch == 8 and last.val_history == []
+    assert accuracy(last_model, val) == history[-1]  # same run, kept at its last epoch
 
 
 def test_fit_is_deterministic_for_a_seed():
