@@ -22,7 +22,7 @@ def project_files() -> list[str]:
     """The project as a fresh clone has it: committed and new source files, no pipeline outputs."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split()
-    outputs = ("data/", "models/", "metrics/", "dvc.lock", "tests/", "bench/")
+    outputs = ("data/prepared/", "models/", "metrics/", "dvc.lock", "tests/", "bench/")
     return [f for f in listed if not f.startswith(outputs) and (ROOT / f).is_file()]
 
 
