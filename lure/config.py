@@ -24,25 +24,40 @@ class Strict(BaseModel):
 # --- data -------------------------------------------------------------------------------------
 
 
-class DigitsData(Strict):
+class ChunkedData(Strict):
+    """How any source is cut into chunks."""
+
+    chunk_size: Annotated[int, Field(ge=2)]  # images per chunk (train + validation)
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1  # per-chunk validation split
+    # Few-shot setting: keep only this many training images per class (seeded), then chunk.
+    shots_per_class: Annotated[int, Field(ge=1)] | None = None
+
+
+class DigitsData(ChunkedData):
     """scikit-learn's bundled handwritten digits: 1797 real 8x8 images, no download."""
 
     source: Literal["digits"] = "digits"
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     chunk_size: Annotated[int, Field(ge=2)] = 175
-    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
 
 
-class ImageFolderData(Strict):
+class TorchvisionData(ChunkedData):
+    """MNIST, CIFAR-10 or CIFAR-100 in torchvision's layout under `root` (downloaded there when
+    `download` is on and the machine is online), or as an ImageFolder tree (train/, test/) at `root`."""
+
+    source: Literal["mnist", "cifar10", "cifar100"]
+    root: Path = Path("data/raw")
+    download: bool = True
+
+
+class ImageFolderData(ChunkedData):
     """A folder with train/<class>/* and test/<class>/* images (a user's own data)."""
 
     source: Literal["imagefolder"]
     path: Path
-    chunk_size: Annotated[int, Field(ge=2)]
-    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
 
 
-DATA_SOURCES = (DigitsData, ImageFolderData)
+DATA_SOURCES = (DigitsData, TorchvisionData, ImageFolderData)
 DataParams = Annotated[Union[DATA_SOURCES], Field(discriminator="source")]
 
 
@@ -66,8 +81,10 @@ class ChunkStep(Strict):
 
 
 class ModelParams(Strict):
-    arch: Literal["small_cnn"] = "small_cnn"
-    width: Annotated[int, Field(ge=1)] = 32
+    # small_cnn: 3 conv-BN-ReLU blocks (digits, MNIST); resnet18: CIFAR stem (3x3 stride-1 conv,
+    # no max-pool); resnet50: ImageNet stem, for large images. ResNets come from torchvision.
+    arch: Literal["small_cnn", "resnet18", "resnet50"] = "small_cnn"
+    width: Annotated[int, Field(ge=1)] = 32  # small_cnn only: channels of the first block
 
 
 class TrainParams(Strict):
@@ -84,6 +101,12 @@ class TrainParams(Strict):
     optimizer_state: Literal["carry", "fresh"] = "carry"
     # "best_val": the checkpoint with the best validation accuracy ends the chunk (paper).
     select: Literal["best_val", "last"] = "best_val"
+    # crop_flip: random crop with zero padding + horizontal flip, done on the device in batches.
+    augment: Literal["none", "crop_flip"] = "none"
+    crop_padding: Annotated[int, Field(ge=0)] = 4
+    # auto: bf16 autocast and channels_last on CUDA, fp32 on the CPU.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False  # torch.compile the model (CUDA; pays a compile per stage)
 
 
 class ReplayParams(Strict):
@@ -136,12 +159,12 @@ METHOD_PARAMS = (WarmParams, ScratchParams, LureParams)
 MethodParams = Annotated[Union[METHOD_PARAMS], Field(discriminator="kind")]
 
 
-def _tag(cls: type[BaseModel], field: str) -> str:
-    return get_args(cls.model_fields[field].annotation)[0]
+def _tags(cls: type[BaseModel], field: str) -> tuple[str, ...]:
+    return get_args(cls.model_fields[field].annotation)
 
 
-METHOD_KINDS = tuple(_tag(cls, "kind") for cls in METHOD_PARAMS)
-UNION_TAGS = {*METHOD_KINDS, *(_tag(cls, "source") for cls in DATA_SOURCES)}
+METHOD_KINDS = tuple(tag for cls in METHOD_PARAMS for tag in _tags(cls, "kind"))
+UNION_TAGS = {*METHOD_KINDS, *(tag for cls in DATA_SOURCES for tag in _tags(cls, "source"))}
 
 
 class EvaluateParams(Strict):

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lure.config import DataParams, DigitsData, ImageFolderData, Params
+from lure.config import DataParams, DigitsData, ImageFolderData, Params, TorchvisionData
 from lure.errors import LureError
 from lure.io import atomic_dir, load_arrays, md5, save_arrays, write_json
 
 # Independent random streams, one per purpose, so that one never shifts another.
-POOL_STREAM, VAL_STREAM, RESERVOIR_STREAM = 0, 1, 2
+POOL_STREAM, VAL_STREAM, RESERVOIR_STREAM, SHOTS_STREAM = 0, 1, 2, 3
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -60,11 +60,25 @@ class Chunk:
 
 
 def load_source(data: DataParams, seed: int) -> Source:
+    """The source's training pool and test set (the pool cut to `shots_per_class` if set)."""
     if isinstance(data, DigitsData):
-        return _load_digits(data, seed)
-    if isinstance(data, ImageFolderData):
-        return _load_imagefolder(data.path)
-    raise AssertionError(data)
+        source = _load_digits(data, seed)
+    elif isinstance(data, TorchvisionData):
+        source = _load_torchvision(data)
+    elif isinstance(data, ImageFolderData):
+        source = _load_imagefolder(data.path)
+    else:
+        raise AssertionError(data)
+    if data.shots_per_class is not None:
+        source = Source(few_shot(source.pool, data.shots_per_class, seed), source.test, source.classes)
+    return source
+
+
+def few_shot(pool: Split, shots: int, seed: int) -> Split:
+    """`shots` seeded images of every class (all of a class that has fewer), in pool order."""
+    rng = np.random.default_rng([seed, SHOTS_STREAM])
+    keep = [rng.permutation(np.flatnonzero(pool.y == c))[:shots] for c in np.unique(pool.y)]
+    return pool.take(np.sort(np.concatenate(keep)))
 
 
 def _load_digits(data: DigitsData, seed: int) -> Source:
@@ -94,6 +108,40 @@ def _load_imagefolder(root: Path) -> Source:
     if test_classes != classes:
         raise LureError(f"data.path: class folders differ between train/ ({classes}) and test/ ({test_classes})")
     return Source(_read_folder(root / "train", classes), _read_folder(root / "test", classes), classes)
+
+
+# Where torchvision keeps each dataset under `root`, and where it comes from.
+TORCHVISION_LAYOUT = {
+    "mnist": ("MNIST/raw", "the four MNIST idx files (train-images-idx3-ubyte, ...), uncompressed or .gz"),
+    "cifar10": ("cifar-10-batches-py", "the extracted https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    "cifar100": ("cifar-100-python", "the extracted https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+}
+
+
+def _load_torchvision(data: TorchvisionData) -> Source:
+    root = data.root
+    if (root / "train").is_dir() and (root / "test").is_dir():  # an ImageFolder copy at root
+        return _load_imagefolder(root)
+    from torchvision import datasets
+
+    dataset_class = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[data.source]
+    folder, what = TORCHVISION_LAYOUT[data.source]
+    try:
+        train = dataset_class(str(root), train=True, download=data.download)
+        test = dataset_class(str(root), train=False, download=data.download)
+    except Exception as err:  # torchvision raises RuntimeError, URLError, OSError... when absent
+        tried = "the download failed" if data.download else "data.download is off"
+        raise LureError(
+            f"data.root: {data.source} is not in {root / folder} and {tried} ({type(err).__name__}: {err}). "
+            f"Put {what} at {root / folder}, or an ImageFolder copy (train/<class>/*, test/<class>/*) at {root}."
+        ) from None
+    return Source(_torchvision_split(train), _torchvision_split(test), list(train.classes))
+
+
+def _torchvision_split(dataset) -> Split:
+    x = np.asarray(dataset.data)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
+    return Split(np.ascontiguousarray(x, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64))
 
 
 def _read_folder(folder: Path, classes: list[str]) -> Split:
