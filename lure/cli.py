@@ -23,7 +23,7 @@ def check(params: Path = Path("params.yaml")) -> None:
     data = p.data
     print(f"{params}: valid")
     print(f"  data: {data.source}, {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}")
-    print(f"  replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {p.train.device}")
+    print(f"  model: {p.model.arch}; replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {p.train.device}")
     print(f"  methods: {', '.join(f'{name} ({m.kind})' for name, m in p.methods.items())}")
     print(f"  stages per method: chunks 2..{p.n_chunks} ({len(p.chunks) * len(p.methods)} relearn stages in all)")
 

@@ -22,3 +22,6 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+SHARED_DATA = ROOT.parent / "shared" / "data"  # offline copies of MNIST and CIFAR-10 (see its README)
+needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no offline datasets at {SHARED_DATA}")

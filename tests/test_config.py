@@ -124,3 +124,18 @@ def test_invalid_yaml_is_reported(tmp_path):
     result = run_stage("stages.prepare", cwd=tmp_path)
     assert result.returncode == 2
     assert "params.yaml is not valid YAML" in result.stderr
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "presets").glob("*.yaml")))
+def test_presets_are_valid(preset):
+    parse_params(yaml.safe_load((ROOT / "presets" / preset).read_text()), preset)
+
+
+def test_paper_preset_is_the_papers_recipe():
+    p = parse_params(yaml.safe_load((ROOT / "presets" / "cifar10-paper.yaml").read_text()))
+    assert (p.data.source, p.data.chunk_size, p.data.val_fraction, p.n_chunks) == ("cifar10", 6250, 0.1, 8)
+    assert p.model.arch == "resnet18"
+    t = p.train
+    assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (50, 64, 0.1, 0.9, 1e-4)
+    assert (t.lr_milestones, t.lr_gamma, t.augment, t.select) == ([20, 40], 0.1, "crop_flip", "best_val")
+    assert p.replay.mode == "full" and p.methods["lure"] == LureParams(fraction=0.2)

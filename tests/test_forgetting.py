@@ -9,7 +9,7 @@ from torch import nn
 
 from lure.config import LureParams, ScratchParams, WarmParams
 from lure.forgetting import ForgetContext, forget, kaiming_draw, lowest_fraction, snip_saliency
-from lure.models import SmallCNN
+from lure.models import small_cnn
 from lure.train import Data
 
 
@@ -50,7 +50,7 @@ def test_snip_saliency_matches_hand_computation():
 
 def test_snip_leaves_the_model_untouched_even_in_train_mode():
     torch.manual_seed(0)
-    model = SmallCNN(1, 10, width=4).eval()
+    model = small_cnn(1, 10, width=4).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8)
     y = torch.randint(0, 10, (20,))
@@ -93,7 +93,7 @@ def context(model_factory, data, seed=0):
 
 def trained_like_model(seed=1):
     torch.manual_seed(seed)
-    model = SmallCNN(1, 10, width=8)
+    model = small_cnn(1, 10, width=8)
     with torch.no_grad():  # move BN scales off their init value so a reset is visible
         for name, p in model.named_parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -105,7 +105,7 @@ def test_lure_resets_exactly_the_asked_fraction_of_weights(fraction):
     model = trained_like_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     params = LureParams(fraction=fraction, score_params="weights")
-    reset = forget(model, params, context(lambda: SmallCNN(1, 10, width=8), digits_batch()))
+    reset = forget(model, params, context(lambda: small_cnn(1, 10, width=8), digits_batch()))
 
     weights = [n for n in before if n.endswith("weight")]
     changed = {n: (p.detach() != before[n]) for n, p in model.named_parameters()}
@@ -122,7 +122,7 @@ def test_lure_draws_reset_weights_from_kaiming_uniform():
     model = trained_like_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     forget(model, LureParams(fraction=0.5, score_params="weights"),
-           context(lambda: SmallCNN(1, 10, width=8), digits_batch(), seed=7))
+           context(lambda: small_cnn(1, 10, width=8), digits_batch(), seed=7))
     generator = torch.Generator().manual_seed(7)  # the same draws, in parameter order
     for n, p in model.named_parameters():
         if not n.endswith("weight"):
@@ -141,7 +141,7 @@ def test_lure_official_scoring_counts_biases_but_resets_only_weights():
     # The official mask: every parameter competes, on the first batch of 100 in eval mode.
     scores = snip_saliency(model, [(data.x[:100], data.y[:100])], list(before))
     official = lowest_fraction(scores, 0.3)
-    forget(model, LureParams(fraction=0.3), context(lambda: SmallCNN(1, 10, width=8), data))
+    forget(model, LureParams(fraction=0.3), context(lambda: small_cnn(1, 10, width=8), data))
     for n, p in model.named_parameters():
         changed = p.detach() != before[n]
         if n.endswith("weight"):
@@ -159,22 +159,22 @@ def test_lure_module_reinit_takes_a_fresh_models_values():
 
     def fresh():
         torch.manual_seed(123)
-        return SmallCNN(1, 10, width=8)
+        return small_cnn(1, 10, width=8)
 
     forget(model, LureParams(fraction=0.5, reinit="module", score_params="weights"), context(fresh, digits_batch()))
     reference = dict(fresh().named_parameters())
     for n, p in model.named_parameters():
         reset = p.detach() != before[n]
         assert torch.equal(p.detach()[reset], reference[n].detach()[reset])
-    bn = model.features[0][1].weight.detach()
-    assert ((bn == 1) | (bn == before["features.0.1.weight"])).all()
+    bn = model.body[0][1].weight.detach()
+    assert ((bn == 1) | (bn == before["body.0.1.weight"])).all()
 
 
 def test_lure_is_deterministic_for_a_seed():
     results = []
     for _ in range(2):
         model = trained_like_model()
-        forget(model, LureParams(), context(lambda: SmallCNN(1, 10, width=8), digits_batch(), seed=3))
+        forget(model, LureParams(), context(lambda: small_cnn(1, 10, width=8), digits_batch(), seed=3))
         results.append(model.state_dict())
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
@@ -184,7 +184,7 @@ def test_lure_scores_on_the_chosen_data():
     masks = {}
     for source in ["replay", "chunk"]:
         m = trained_like_model()
-        ctx = context(lambda: SmallCNN(1, 10, width=8), old)
+        ctx = context(lambda: small_cnn(1, 10, width=8), old)
         ctx.chunk = new
         before = {n: p.detach().clone() for n, p in m.named_parameters()}
         forget(m, LureParams(score_data=source, score_batch_size=32), ctx)
@@ -202,10 +202,10 @@ def test_every_method_kind_has_a_function():
 def test_warm_keeps_everything_and_scratch_restores_the_initial_weights():
     model = trained_like_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert forget(model, WarmParams(), context(lambda: SmallCNN(1, 10, width=8), digits_batch())) == {}
+    assert forget(model, WarmParams(), context(lambda: small_cnn(1, 10, width=8), digits_batch())) == {}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
-    ctx = context(lambda: SmallCNN(1, 10, width=8), digits_batch())
+    ctx = context(lambda: small_cnn(1, 10, width=8), digits_batch())
     reset = forget(model, ScratchParams(), ctx)
     assert all(torch.equal(ctx.init_state[k], v) for k, v in model.state_dict().items())
     assert set(reset) == {n for n, _ in model.named_parameters()} and set(reset.values()) == {1.0}

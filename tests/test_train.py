@@ -6,7 +6,7 @@ from torch import nn
 
 from lure.config import TrainParams
 from lure.data import Split
-from lure.models import SmallCNN, set_input_stats
+from lure.models import small_cnn, set_input_stats
 from lure.train import SGD, Data, accuracy, as_float, fit, lr_at
 
 
@@ -74,7 +74,7 @@ def digits(start, stop):
 def train_once(seed=0, epochs=4, momentum=None, **overrides):
     torch.manual_seed(seed)
     train, val = digits(0, 400), digits(400, 500)
-    model = SmallCNN(1, 10, width=8)
+    model = small_cnn(1, 10, width=8)
     set_input_stats(model, as_float(train.x))
     params = TrainParams(**{"epochs": epochs, "batch_size": 32, "lr": 0.05, "lr_milestones": [3], **overrides})
     result = fit(model, train, val, params, torch.Generator().manual_seed(seed), momentum)

@@ -1,0 +1,162 @@
+"""Benchmark: training and evaluation throughput (images/s) per model and batch size, against a
+plain baseline loop in the same run.
+
+    uv run python bench/throughput.py                       # CPU here, CUDA where there is one
+    uv run python bench/throughput.py --models resnet18 --batches 64,512 --steps 50
+
+Ours: the pipeline's Trainer (data resident on the device as uint8, crop + flip on the device in
+batches, bf16 autocast and channels_last on CUDA) and predict() at a large batch.
+Baseline: as the official LURE code trains: torchvision-style dataset (uint8 array -> PIL image
+-> RandomCrop(32, 4) -> RandomHorizontalFlip -> ToTensor -> Normalize, per image), DataLoader,
+fp32, torch.optim.SGD.
+Data: CIFAR-10 from an ImageFolder copy (default ../shared/data/cifar10), or random images with
+--synthetic. Writes bench/results/throughput-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lure.config import ModelParams, TrainParams
+from lure.data import Split, load_source
+from lure.models import build_model
+from lure.train import Data, Trainer, predict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_images(args) -> Split:
+    if args.synthetic:
+        rng = np.random.default_rng(0)
+        return Split(rng.integers(0, 256, (args.images, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, args.images))
+    from lure.config import ImageFolderData
+
+    source = load_source(ImageFolderData(source="imagefolder", path=args.data, chunk_size=2), seed=0)
+    return source.pool.take(np.arange(min(args.images, len(source.pool))))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ours_train(model, images: Split, batch: int, steps: int, device, compile_: bool) -> float:
+    params = TrainParams(batch_size=batch, lr=0.01, augment="crop_flip", compile=compile_)
+    data = Data.of(images.take(np.arange(batch * steps)), device)
+    trainer = Trainer(model, params, device)
+    warm = Data(data.x[: batch * 2], data.y[: batch * 2])
+    trainer.epoch(warm, torch.Generator().manual_seed(0))  # allocations, cuDNN choice, compilation
+    sync(device)
+    start = time.perf_counter()
+    _, seen = trainer.epoch(data, torch.Generator().manual_seed(1))
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def ours_eval(model, images: Split, device) -> float:
+    data = Data.of(images, device)
+    predict(model, Data(data.x[:1000], data.y[:1000]), 1000)
+    sync(device)
+    start = time.perf_counter()
+    predict(model, data, 1000)
+    sync(device)
+    return len(data) / (time.perf_counter() - start)
+
+
+class BaselineDataset(torch.utils.data.Dataset):
+    """torchvision.datasets.CIFAR10's __getitem__: a PIL image per sample, then the transforms."""
+
+    def __init__(self, images: Split, mean, std) -> None:
+        from torchvision import transforms
+
+        self.images = images
+        self.transform = transforms.Compose([
+            transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(), transforms.Normalize(mean, std),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images.x[i].transpose(1, 2, 0))), int(self.images.y[i])
+
+
+def baseline_train(model, images: Split, batch: int, steps: int, device, workers: int) -> float:
+    model.normalize.mean.zero_()  # the baseline normalises in its transforms
+    model.normalize.std.fill_(1)
+    dataset = BaselineDataset(images.take(np.arange(batch * (steps + 2))), (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                                         pin_memory=device.type == "cuda", drop_last=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    seen, start = 0, None
+    for i, (x, y) in enumerate(loader):
+        if i == 2:  # after two warm-up steps
+            sync(device)
+            start, seen = time.perf_counter(), 0
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--models", default="small_cnn,resnet18")
+    parser.add_argument("--batches", default="64,512")
+    parser.add_argument("--steps", type=int, default=100 if cuda else 4, help="timed training steps per run")
+    parser.add_argument("--images", type=int, default=50000 if cuda else 4096, help="images loaded (eval set size)")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
+    parser.add_argument("--synthetic", action="store_true", help="random images instead of CIFAR-10")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="baseline DataLoader workers")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    images = load_images(args)
+    rows = []
+    for arch in args.models.split(","):
+        for batch in map(int, args.batches.split(",")):
+            steps = min(args.steps, len(images) // batch - 2)
+            if steps < 1:
+                continue
+            torch.manual_seed(0)
+            ours = ours_train(build_model(ModelParams(arch=arch), 3, 10).to(device), images, batch, steps, device, args.compile)
+            torch.manual_seed(0)
+            base = baseline_train(build_model(ModelParams(arch=arch), 3, 10).to(device), images, batch, steps, device, args.workers)
+            evaluation = ours_eval(build_model(ModelParams(arch=arch), 3, 10).to(device).eval(), images, device)
+            rows.append({"model": arch, "batch": batch, "steps": steps, "train_img_s": round(ours),
+                         "baseline_train_img_s": round(base), "speedup": round(ours / base, 2),
+                         "eval_img_s": round(evaluation)})
+            print(f"{arch:10s} batch {batch:4d}: train {ours:9.0f} img/s, baseline {base:9.0f} img/s "
+                  f"(x{ours / base:.2f}), eval {evaluation:9.0f} img/s", flush=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    result = {"device": name, "commit": commit, "torch": torch.__version__, "python": platform.python_version(),
+              "data": "synthetic" if args.synthetic else "cifar10", "compile": args.compile,
+              "baseline_workers": args.workers, "rows": rows}
+    out = ROOT / "bench" / "results" / f"throughput-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{name}; torch {torch.__version__}; wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
