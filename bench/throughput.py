@@ -2,7 +2,7 @@
 plain baseline loop in the same run.
 
     uv run python bench/throughput.py                       # CPU here, CUDA where there is one
-    uv run python bench/throughput.py --models resnet18 --batches 64,512 --steps 50
+    uv run python bench/throughput.py --configs resnet18:64,resnet18:512 --steps 50
 
 Ours: the pipeline's Trainer (data resident on the device as uint8, crop + flip on the device in
 batches, bf16 autocast and channels_last on CUDA) and predict() at a large batch.
@@ -120,8 +120,8 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
-    parser.add_argument("--models", default="small_cnn,resnet18")
-    parser.add_argument("--batches", default="64,512")
+    parser.add_argument("--configs", help="model:batch pairs", default=(
+        "resnet18:64,resnet18:512,small_cnn:64,small_cnn:512" if cuda else "small_cnn:64,small_cnn:512,resnet18:64"))
     parser.add_argument("--steps", type=int, default=100 if cuda else 4, help="timed training steps per run")
     parser.add_argument("--images", type=int, default=50000 if cuda else 4096, help="images loaded (eval set size)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
@@ -132,21 +132,21 @@ def main() -> None:
     device = torch.device(args.device)
     images = load_images(args)
     rows = []
-    for arch in args.models.split(","):
-        for batch in map(int, args.batches.split(",")):
-            steps = min(args.steps, len(images) // batch - 2)
-            if steps < 1:
-                continue
-            torch.manual_seed(0)
-            ours = ours_train(build_model(ModelParams(arch=arch), 3, 10).to(device), images, batch, steps, device, args.compile)
-            torch.manual_seed(0)
-            base = baseline_train(build_model(ModelParams(arch=arch), 3, 10).to(device), images, batch, steps, device, args.workers)
-            evaluation = ours_eval(build_model(ModelParams(arch=arch), 3, 10).to(device).eval(), images, device)
-            rows.append({"model": arch, "batch": batch, "steps": steps, "train_img_s": round(ours),
-                         "baseline_train_img_s": round(base), "speedup": round(ours / base, 2),
-                         "eval_img_s": round(evaluation)})
-            print(f"{arch:10s} batch {batch:4d}: train {ours:9.0f} img/s, baseline {base:9.0f} img/s "
-                  f"(x{ours / base:.2f}), eval {evaluation:9.0f} img/s", flush=True)
+    for config in args.configs.split(","):
+        arch, batch = config.split(":")[0], int(config.split(":")[1])
+        steps = min(args.steps, len(images) // batch - 2)
+        if steps < 1:
+            continue
+        torch.manual_seed(0)
+        ours = ours_train(build_model(ModelParams(arch=arch), 3, 10).to(device), images, batch, steps, device, args.compile)
+        torch.manual_seed(0)
+        base = baseline_train(build_model(ModelParams(arch=arch), 3, 10).to(device), images, batch, steps, device, args.workers)
+        evaluation = ours_eval(build_model(ModelParams(arch=arch), 3, 10).to(device).eval(), images, device)
+        rows.append({"model": arch, "batch": batch, "steps": steps, "train_img_s": round(ours),
+                     "baseline_train_img_s": round(base), "speedup": round(ours / base, 2),
+                     "eval_img_s": round(evaluation)})
+        print(f"{arch:10s} batch {batch:4d}: train {ours:9.0f} img/s, baseline {base:9.0f} img/s "
+              f"(x{ours / base:.2f}), eval {evaluation:9.0f} img/s", flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     result = {"device": name, "commit": commit, "torch": torch.__version__, "python": platform.python_version(),
