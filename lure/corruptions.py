@@ -1,0 +1,380 @@
+"""Common corruptions (Hendrycks & Dietterich 2019, the CIFAR-10-C parameters), written in torch
+for whole batches: seeded, on the images' device, for any image size and for grayscale.
+
+Each corruption is `fn(x, c, g) -> x'` on floats in [0, 1] shaped (N, C, H, W), with `c` its
+parameter at one severity (SEVERITIES) and `g` a generator on x's device. Sizes in pixels are the
+CIFAR (32 px) values; they are used as they are for other image sizes.
+
+Where the original relies on tools we do not use, the approximation is stated where it is made:
+glass blur's pixel swaps, ImageMagick's motion blur, the frost photographs (a synthetic texture).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+# The published CIFAR-10-C parameters, severities 1..5.
+SEVERITIES: dict[str, list] = {
+    "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
+    "shot_noise": [500, 250, 100, 75, 50],
+    "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    "zoom_blur": [(1, 1.06), (1, 1.11), (1, 1.16), (1, 1.21), (1, 1.26)],  # arange(a, b, 0.01)
+    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+             (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
+    "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+    "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
+    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
+    "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
+    "elastic_transform": [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)],
+    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    "jpeg_compression": [80, 65, 58, 50, 40],
+    # extras
+    "speckle_noise": [0.06, 0.1, 0.12, 0.16, 0.2],
+    "gaussian_blur": [0.4, 0.6, 0.7, 0.8, 1],
+    "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+}
+STANDARD = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+            "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+            "jpeg_compression")
+EXTRAS = ("speckle_noise", "gaussian_blur", "saturate")  # spatter (needs edge maps) is not provided
+
+
+# --- building blocks ----------------------------------------------------------------------------
+
+
+def _uniform(shape, g: Tensor | torch.Generator, low: float, high: float, device) -> Tensor:
+    return torch.rand(shape, generator=g, device=device) * (high - low) + low
+
+
+def _pad(x: Tensor, p: int, mode: str = "reflect") -> Tensor:
+    """Reflect padding where the image is large enough, else replicate (tiny images)."""
+    if p == 0:
+        return x
+    if mode == "reflect" and p >= min(x.shape[-2:]):
+        mode = "replicate"
+    return F.pad(x, (p, p, p, p), mode=mode)
+
+
+def _filter(x: Tensor, kernels: Tensor, mode: str = "reflect") -> Tensor:
+    """Convolve every channel of every image with a 2-D kernel: one (k, k) for all images, or
+    (N, k, k), one per image."""
+    n, c, h, w = x.shape
+    k = kernels.shape[-1]
+    padded = _pad(x, k // 2, mode)
+    if kernels.dim() == 2:
+        weight = kernels.expand(c, 1, k, k)
+        return F.conv2d(padded, weight.to(x), groups=c)
+    weight = kernels[:, None].repeat_interleave(c, dim=0)  # (N*C, 1, k, k)
+    out = F.conv2d(padded.reshape(1, n * c, *padded.shape[-2:]), weight.to(x), groups=n * c)
+    return out.reshape(n, c, h, w)
+
+
+def gaussian_kernel(sigma: float, device=None, truncate: float = 4.0) -> Tensor:
+    """2-D Gaussian as scipy/skimage build it: radius round(truncate * sigma), normalised."""
+    radius = max(1, int(truncate * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    k1 = torch.exp(-0.5 * (t / max(sigma, 1e-6)) ** 2)
+    k1 = k1 / k1.sum()
+    return k1[:, None] * k1[None, :]
+
+
+def _blur(x: Tensor, sigma: float) -> Tensor:
+    # skimage.filters.gaussian, which the original calls, pads by repeating the edge.
+    return _filter(x, gaussian_kernel(sigma, x.device), mode="replicate") if sigma > 0 else x
+
+
+def _gray(x: Tensor) -> Tensor:
+    """Luminance (ITU-R 601), (N, 1, H, W)."""
+    if x.shape[1] == 1:
+        return x
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+
+
+def rgb_to_hsv(x: Tensor) -> Tensor:
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    v, _ = x.max(1)
+    delta = v - x.min(1).values
+    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    safe = delta.clamp_min(1e-12)
+    h = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    h = torch.where(delta > 0, (h / 6) % 1.0, torch.zeros_like(h))
+    return torch.stack([h, s, v], 1)
+
+
+def hsv_to_rgb(x: Tensor) -> Tensor:
+    h, s, v = x[:, 0], x[:, 1], x[:, 2]
+    i = torch.floor(h * 6)
+    f = h * 6 - i
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    i = i.long() % 6
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    out = torch.zeros_like(x)
+    for k, (r, g, b) in enumerate(choices):
+        m = i == k
+        out[:, 0] = torch.where(m, r, out[:, 0])
+        out[:, 1] = torch.where(m, g, out[:, 1])
+        out[:, 2] = torch.where(m, b, out[:, 2])
+    return out
+
+
+def _on_hsv(x: Tensor, channel: int, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    hsv = rgb_to_hsv(x)
+    hsv[:, channel] = fn(hsv[:, channel]).clamp(0, 1)
+    return hsv_to_rgb(hsv)
+
+
+def plasma_fractal(n: int, size: int, decay: float, g: torch.Generator, device) -> Tensor:
+    """(n, size, size) diamond-square noise in [0, 1], size a power of two (as the original)."""
+    grid = torch.zeros(n, size, size, device=device)
+    step, wibble = size, 100.0
+
+    def jitter(total: Tensor) -> Tensor:  # mean of four neighbours plus a random offset
+        return total / 4 + wibble * _uniform(total.shape, g, -wibble, wibble, device)
+
+    while step >= 2:
+        half = step // 2
+        corners = grid[:, 0::step, 0::step]
+        square = corners + corners.roll(-1, 1)
+        square = square + square.roll(-1, 2)
+        grid[:, half::step, half::step] = jitter(square)
+        centres = grid[:, half::step, half::step]
+        corners = grid[:, 0::step, 0::step]
+        grid[:, 0::step, half::step] = jitter(centres + centres.roll(1, 1) + corners + corners.roll(-1, 2))
+        grid[:, half::step, 0::step] = jitter(centres + centres.roll(1, 2) + corners + corners.roll(-1, 1))
+        step, wibble = half, wibble / decay
+    grid = grid - grid.amin((1, 2), keepdim=True)
+    return grid / grid.amax((1, 2), keepdim=True).clamp_min(1e-12)
+
+
+def _plasma_like(x: Tensor, decay: float, g: torch.Generator) -> Tensor:
+    """Plasma noise covering x's images, (N, 1, H, W)."""
+    n, _, h, w = x.shape
+    size = 1 << math.ceil(math.log2(max(h, w, 2)))
+    return plasma_fractal(n, size, decay, g, x.device)[:, None, :h, :w]
+
+
+def _zoom_centre(x: Tensor, factor: float) -> Tensor:
+    """Enlarge by `factor` (bilinear) and cut the centre back to the original size."""
+    h, w = x.shape[-2:]
+    big = F.interpolate(x, size=(math.ceil(h * factor), math.ceil(w * factor)), mode="bilinear", align_corners=False)
+    top, left = (big.shape[-2] - h) // 2, (big.shape[-1] - w) // 2
+    return big[..., top : top + h, left : left + w]
+
+
+def _motion_kernels(radius: int, sigma: float, angles_deg: Tensor) -> Tensor:
+    """(N, k, k) line kernels: Gaussian weights (sigma) along one direction per image, from the
+    centre outwards, as ImageMagick's one-sided motion blur (approximated on the pixel grid)."""
+    k = 2 * radius + 1
+    steps = torch.arange(radius + 1, dtype=torch.float32, device=angles_deg.device)
+    weights = torch.exp(-0.5 * (steps / sigma) ** 2)
+    theta = torch.deg2rad(angles_deg)[:, None]
+    rows = (radius - torch.round(steps * torch.sin(theta))).long().clamp(0, k - 1)
+    cols = (radius + torch.round(steps * torch.cos(theta))).long().clamp(0, k - 1)
+    kernels = torch.zeros(len(angles_deg), k * k, device=angles_deg.device)
+    kernels.scatter_add_(1, rows * k + cols, weights.expand_as(rows).contiguous())
+    kernels = kernels.view(-1, k, k)
+    return kernels / kernels.sum((1, 2), keepdim=True)
+
+
+def _motion_blur(x: Tensor, radius: int, sigma: float, angles: Tensor) -> Tensor:
+    return _filter(x, _motion_kernels(radius, sigma, angles), mode="replicate")
+
+
+# --- the corruptions ----------------------------------------------------------------------------
+
+
+def gaussian_noise(x: Tensor, sigma: float, g) -> Tensor:
+    return x + sigma * torch.randn(x.shape, generator=g, device=x.device)
+
+
+def shot_noise(x: Tensor, c: float, g) -> Tensor:
+    return torch.poisson(x * c, generator=g) / c
+
+
+def impulse_noise(x: Tensor, amount: float, g) -> Tensor:
+    """Salt and pepper on `amount` of the values, half each (skimage's s&p)."""
+    hit = torch.rand(x.shape, generator=g, device=x.device) < amount
+    salt = torch.rand(x.shape, generator=g, device=x.device) < 0.5
+    return torch.where(hit, salt.to(x.dtype), x)
+
+
+def speckle_noise(x: Tensor, c: float, g) -> Tensor:
+    return x + x * c * torch.randn(x.shape, generator=g, device=x.device)
+
+
+def gaussian_blur(x: Tensor, sigma: float, g) -> Tensor:
+    return _blur(x, sigma)
+
+
+def glass_blur(x: Tensor, c: tuple, g) -> Tensor:
+    """Blur, scramble pixels locally, blur. The original swaps pixel pairs one by one; here, each
+    iteration, every inner pixel takes the value at a random offset in [-delta, delta) (one
+    offset per pixel, shared by the channels), all at once."""
+    sigma, delta, iterations = c
+    x = _blur(x, sigma)
+    n, _, h, w = x.shape
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    inner = (rows >= delta) & (rows < h - delta) & (cols >= delta) & (cols < w - delta)
+    for _ in range(iterations):
+        dy = torch.randint(-delta, delta, (n, h, w), generator=g, device=x.device)
+        dx = torch.randint(-delta, delta, (n, h, w), generator=g, device=x.device)
+        src_r = torch.where(inner, rows + dy, rows).clamp(0, h - 1)
+        src_c = torch.where(inner, cols + dx, cols).clamp(0, w - 1)
+        x = x[torch.arange(n, device=x.device)[:, None, None], :, src_r, src_c].permute(0, 3, 1, 2)  # (N,H,W,C)
+    return _blur(x, sigma)
+
+
+def defocus_blur(x: Tensor, c: tuple, g) -> Tensor:
+    """Convolve with a disk of the given radius, itself smoothed by a small Gaussian (alias blur)."""
+    radius, alias_sigma = c
+    span = 8 if radius <= 8 else int(math.ceil(radius))
+    t = torch.arange(-span, span + 1, dtype=torch.float32, device=x.device)
+    disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= radius**2).float()
+    disk = disk / disk.sum()
+    ksize = 3 if radius <= 8 else 5
+    smooth = gaussian_kernel(alias_sigma, x.device, truncate=(ksize // 2) / alias_sigma)
+    kernel = F.conv2d(F.pad(disk[None, None], (ksize // 2,) * 4), smooth[None, None])[0, 0]
+    support = kernel.abs().sum(0).nonzero()  # trim the zero margin: same result, works on small images
+    lo, hi = int(support.min()), int(support.max())
+    r = max(kernel.shape[0] // 2 - lo, hi - kernel.shape[0] // 2)
+    centre = kernel.shape[0] // 2
+    return _filter(x, kernel[centre - r : centre + r + 1, centre - r : centre + r + 1])
+
+
+def motion_blur(x: Tensor, c: tuple, g) -> Tensor:
+    radius, sigma = c
+    angles = _uniform((x.shape[0],), g, -45, 45, x.device)
+    return _motion_blur(x, radius, sigma, angles)
+
+
+def zoom_blur(x: Tensor, c: tuple, g) -> Tensor:
+    """Mean of the image and its centre-zoomed copies at factors arange(a, b, 0.01)."""
+    factors = torch.arange(c[0], c[1], 0.01).tolist()
+    out = x.clone()
+    for factor in factors:
+        out += _zoom_centre(x, factor)
+    return out / (len(factors) + 1)
+
+
+def snow(x: Tensor, c: tuple, g) -> Tensor:
+    loc, scale, zoom, threshold, radius, sigma, blend = c
+    n, _, h, w = x.shape
+    layer = loc + scale * torch.randn((n, 1, h, w), generator=g, device=x.device)
+    layer = _zoom_centre(layer, zoom)
+    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
+    layer = _motion_blur(layer, radius, sigma, _uniform((n,), g, -135, -45, x.device))
+    x = blend * x + (1 - blend) * torch.maximum(x, _gray(x) * 1.5 + 0.5)
+    return x + layer + layer.flip(-2, -1)  # the layer, and the layer turned by 180 degrees
+
+
+def frost(x: Tensor, c: tuple, g) -> Tensor:
+    """Blend with frost. The original crops frost photographs, which the project does not have:
+    the frost here is synthetic: rough plasma noise with a sharp, bright crystalline grain,
+    tinted blue-white on colour images."""
+    image_weight, frost_weight = c
+    texture = _plasma_like(x, 1.5, g) * 0.6
+    grain = _blur(torch.rand((x.shape[0], 1, *x.shape[-2:]), generator=g, device=x.device), 0.5)
+    texture = (texture + 0.4 * grain**2 * 3).clamp(0, 1)
+    if x.shape[1] == 3:
+        texture = texture * torch.tensor([0.92, 0.96, 1.0], device=x.device)[None, :, None, None]
+    return image_weight * x + frost_weight * texture
+
+
+def fog(x: Tensor, c: tuple, g) -> Tensor:
+    strength, decay = c
+    top = x.amax((1, 2, 3), keepdim=True)
+    x = x + strength * _plasma_like(x, decay, g)
+    return x * top / (top + strength)
+
+
+def brightness(x: Tensor, c: float, g) -> Tensor:
+    if x.shape[1] != 3:
+        return x + c  # the value of a gray pixel is the pixel
+    return _on_hsv(x.clamp(0, 1), 2, lambda v: v + c)
+
+
+def contrast(x: Tensor, c: float, g) -> Tensor:
+    mean = x.mean((2, 3), keepdim=True)
+    return (x - mean) * c + mean
+
+
+def saturate(x: Tensor, c: tuple, g) -> Tensor:
+    if x.shape[1] != 3:
+        return x  # a gray image has no saturation
+    scale, shift = c
+    return _on_hsv(x.clamp(0, 1), 1, lambda s: s * scale + shift)
+
+
+def elastic_transform(x: Tensor, c: tuple, g) -> Tensor:
+    """A random affine map of three points, then a smoothed random displacement field; sizes are
+    fractions of the image side. The original resamples twice (affine, then displacement); here
+    both maps are composed and the image is sampled once (bilinear, reflected at the border)."""
+    alpha, sigma, affine = (v * x.shape[-1] for v in c)
+    n, _, h, w = x.shape
+    dev = x.device
+    centre = torch.tensor([w / 2, h / 2], device=dev)
+    side = min(h, w) // 3
+    src = torch.stack([centre + side, centre + torch.tensor([side, -side], device=dev), centre - side])  # (3, 2) x,y
+    dst = src + _uniform((n, 3, 2), g, -affine, affine, dev)
+    ones = torch.ones(n, 3, 1, device=dev)
+    # Affine A (2x3) with A [src; 1] = dst, solved per image; sampling needs its inverse.
+    a = torch.linalg.solve(torch.cat([src.expand(n, 3, 2), ones], 2), dst).transpose(1, 2)
+    inv = torch.linalg.inv(torch.cat([a, torch.tensor([0.0, 0, 1], device=dev).expand(n, 1, 3)], 1))[:, :2]
+    field = _uniform((n, 2, h, w), g, -1, 1, dev)
+    field = (_blur(field, sigma) if sigma > 0 else field) * alpha  # (dx, dy) per pixel
+    ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=x.dtype), torch.arange(w, device=dev, dtype=x.dtype),
+                            indexing="ij")
+    px, py = xs + field[:, 0], ys + field[:, 1]
+    sx = inv[:, 0, 0, None, None] * px + inv[:, 0, 1, None, None] * py + inv[:, 0, 2, None, None]
+    sy = inv[:, 1, 0, None, None] * px + inv[:, 1, 1, None, None] * py + inv[:, 1, 2, None, None]
+    grid = torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1)  # pixel centres -> [-1, 1]
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def pixelate(x: Tensor, c: float, g) -> Tensor:
+    """Box-downsample to c of the size, then back up: piecewise-constant blocks."""
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(1, int(h * c)), max(1, int(w * c))), mode="area")
+    return F.interpolate(small, size=(h, w), mode="nearest")
+
+
+def jpeg_compression(x: Tensor, quality: int, g) -> Tensor:
+    """JPEG round trip at `quality` through Pillow, as the original (a codec: image by image, CPU)."""
+    from PIL import Image
+
+    def round_trip(image: np.ndarray) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, "JPEG", quality=quality)
+        out = np.asarray(Image.open(buffer))
+        return out[..., None] if out.ndim == 2 else out
+
+    images = to_uint8(x.clamp(0, 1)).permute(0, 2, 3, 1).cpu().numpy()
+    decoded = np.stack([round_trip(image) for image in images])
+    return torch.from_numpy(decoded).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+
+
+CORRUPTIONS: dict[str, Callable[[Tensor, object, torch.Generator], Tensor]] = {
+    name: globals()[name] for name in STANDARD + EXTRAS
+}
+
+
+def corrupt(x: Tensor, name: str, severity: int, g: torch.Generator) -> Tensor:
+    """One corruption at severity 1..5 of a batch of floats in [0, 1]; the result is clipped."""
+    return CORRUPTIONS[name](x, SEVERITIES[name][severity - 1], g).clamp(0, 1)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Stored as the released CIFAR-10-C: scaled by 255 and truncated, not rounded."""
+    return (x * 255).to(torch.uint8)

@@ -1,0 +1,165 @@
+"""Each corruption does its documented kind of operation, at every severity, on real images."""
+
+import numpy as np
+import pytest
+import torch
+
+from lure.config import DigitsData
+from lure.corruptions import CORRUPTIONS, EXTRAS, SEVERITIES, STANDARD, corrupt, plasma_fractal, rgb_to_hsv, to_uint8
+from lure.data import load_source
+from tests.conftest import SHARED_DATA
+
+RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur", "snow",
+          "frost", "fog", "elastic_transform"}
+
+
+def color_images() -> torch.Tensor:
+    """64 real CIFAR-10 test images when the offline copy is here, else digits in three channels."""
+    from lure.config import TorchvisionData
+
+    if (SHARED_DATA / "cifar10").is_dir():
+        from lure.data import _read_folder
+
+        classes = sorted(p.name for p in (SHARED_DATA / "cifar10" / "test").iterdir())
+        folder = SHARED_DATA / "cifar10" / "test"
+        x = np.stack([np.asarray(__import__("PIL.Image").Image.open(f)).transpose(2, 0, 1)
+                      for c in classes for f in sorted((folder / c).iterdir())[:7]])
+        return torch.from_numpy(x).float() / 255
+    gray = torch.from_numpy(load_source(DigitsData(), 0).test.x[:64]).float() / 255
+    del TorchvisionData
+    return gray.expand(-1, 3, -1, -1).clone()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return color_images()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return torch.from_numpy(load_source(DigitsData(), 0).test.x[:64]).float() / 255
+
+
+def run(x, name, severity, seed=0):
+    return corrupt(x, name, severity, torch.Generator().manual_seed(seed))
+
+
+def test_there_are_15_standard_corruptions_and_3_extras():
+    assert len(STANDARD) == 15 and set(EXTRAS) == {"speckle_noise", "gaussian_blur", "saturate"}
+    assert set(CORRUPTIONS) == set(SEVERITIES) and all(len(v) == 5 for v in SEVERITIES.values())
+
+
+@pytest.mark.parametrize("name", STANDARD + EXTRAS)
+def test_shape_range_seed_on_colour_grayscale_and_odd_sizes(images, digits, name):
+    odd = torch.nn.functional.interpolate(images[:8], size=(40, 24), mode="bilinear")
+    for x in (images, digits, odd):
+        for severity in range(1, 6):
+            y = run(x, name, severity)
+            assert y.shape == x.shape and y.dtype == x.dtype
+            assert y.min() >= 0 and y.max() <= 1
+            assert torch.equal(y, run(x, name, severity))  # same seed, same images
+        if name in RANDOM:
+            assert not torch.equal(run(x, name, 3, seed=0), run(x, name, 3, seed=1))
+    assert not torch.equal(run(images, name, 5), images)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "speckle_noise", "impulse_noise", "jpeg_compression",
+                                  "gaussian_blur", "defocus_blur", "zoom_blur", "fog", "contrast", "brightness"])
+def test_damage_grows_with_severity(images, name):
+    damage = [(run(images, name, s) - images).abs().mean().item() for s in range(1, 6)]
+    assert damage == sorted(damage), damage
+
+
+def test_gaussian_noise_has_the_published_sigma(images):
+    mid = (images > 0.3) & (images < 0.7)  # far from the clipping bounds
+    for severity, sigma in enumerate(SEVERITIES["gaussian_noise"], start=1):
+        residual = (run(images, "gaussian_noise", severity) - images)[mid]
+        assert residual.std().item() == pytest.approx(sigma, rel=0.05)
+        assert abs(residual.mean().item()) < 0.01
+
+
+def test_impulse_noise_hits_the_published_fraction_with_black_and_white(images):
+    for severity, amount in enumerate(SEVERITIES["impulse_noise"], start=1):
+        y = run(images, "impulse_noise", severity)
+        changed = y != images
+        assert changed.float().mean().item() == pytest.approx(amount, rel=0.15)
+        assert set(y[changed].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_contrast_scales_the_spread_around_the_mean(images):
+    for severity, c in enumerate(SEVERITIES["contrast"], start=1):
+        y = run(images, "contrast", severity)
+        torch.testing.assert_close(y.std((2, 3)), c * images.std((2, 3)), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(y.mean((2, 3)), images.mean((2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_brightness_raises_the_hsv_value_and_keeps_the_hue(images):
+    y = run(images, "brightness", 2)
+    before, after = rgb_to_hsv(images), rgb_to_hsv(y)
+    torch.testing.assert_close(after[:, 2], (before[:, 2] + 0.1).clamp(max=1), atol=1e-5, rtol=0)
+    coloured = (before[:, 1] > 0.1) & (after[:, 2] < 1) & (before[:, 2] > 0.1)
+    hue_change = (after[:, 0] - before[:, 0]).abs()[coloured]
+    assert torch.minimum(hue_change, 1 - hue_change).max() < 1e-3
+
+
+def test_saturate_scales_the_hsv_saturation(images):
+    y = run(images, "saturate", 1)  # scale 0.3, shift 0
+    torch.testing.assert_close(rgb_to_hsv(y)[:, 1], rgb_to_hsv(images)[:, 1] * 0.3, atol=1e-4, rtol=0)
+
+
+def test_pixelate_output_is_piecewise_constant(images):
+    for severity, c in enumerate(SEVERITIES["pixelate"], start=1):
+        y = run(images, "pixelate", severity)
+        blocks = int(32 * c)
+        row_changes = (y[..., :, 1:] != y[..., :, :-1]).any(dim=(1, 2)).sum(-1)  # column boundaries per image
+        col_changes = (y[..., 1:, :] != y[..., :-1, :]).any(dim=(1, 3)).sum(-1)
+        assert (row_changes <= blocks - 1).all() and (col_changes <= blocks - 1).all()
+
+
+def total_variation(x):
+    return ((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean()).item()
+
+
+@pytest.mark.parametrize("name", ["gaussian_blur", "defocus_blur", "motion_blur", "zoom_blur"])
+def test_blurs_smooth_the_image(images, name):
+    assert all(total_variation(run(images, name, s)) < total_variation(images) for s in range(1, 6))
+
+
+def test_glass_blur_moves_pixels_within_delta(images):
+    # Glass blur is mostly a local scramble at CIFAR scale: its sigmas of 0.05 to 0.4 px barely
+    # blur. At severity 1 every pixel comes from its 3x3 neighbourhood.
+    y = run(images, "glass_blur", 1)
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="replicate")
+    neighbours = torch.stack([padded[..., i : i + 32, j : j + 32] for i in range(3) for j in range(3)])
+    assert ((neighbours - y).abs().amin(0) < 0.01).float().mean() > 0.99
+    assert (y != images).float().mean() > 0.3
+
+
+def test_blurs_keep_the_mean_brightness(images):
+    for name in ["gaussian_blur", "defocus_blur", "motion_blur"]:
+        assert run(images, name, 5).mean().item() == pytest.approx(images.mean().item(), abs=0.01)
+
+
+def test_snow_frost_and_fog_brighten_and_wash_out(images):
+    assert run(images, "snow", 5).mean() > images.mean()
+    assert run(images, "frost", 2).mean() > images.mean()
+    fogged = run(images, "fog", 5)
+    assert fogged.std((2, 3)).mean() < images.std((2, 3)).mean()  # fog lowers contrast
+
+
+def test_elastic_transform_moves_pixels_without_changing_the_palette(images):
+    y = run(images, "elastic_transform", 3)
+    assert (y - images).abs().mean() > 0.02
+    assert y.mean().item() == pytest.approx(images.mean().item(), abs=0.02)
+
+
+def test_plasma_fractal_is_seeded_noise_in_the_unit_interval():
+    a = plasma_fractal(2, 32, 3, torch.Generator().manual_seed(0), "cpu")
+    assert a.shape == (2, 32, 32) and a.min() == 0 and a.max() == 1
+    assert torch.equal(a, plasma_fractal(2, 32, 3, torch.Generator().manual_seed(0), "cpu"))
+    # Smooth: neighbours differ far less than random pixels do.
+    assert (a[:, 1:] - a[:, :-1]).abs().mean() < 0.3 * (a - a.flatten(1)[:, torch.randperm(1024)].view_as(a)).abs().mean()
+
+
+def test_storage_truncates_like_the_released_files():
+    assert to_uint8(torch.tensor([0.0, 0.999, 1.0, 0.5])).tolist() == [0, 254, 255, 127]
