@@ -60,3 +60,42 @@ def test_brier_and_nll_by_hand():
 def test_anytime_summary():
     s = anytime_summary([0.5, 0.7, 0.9], [50, 30, 10])
     assert s == {"final_acc": 0.9, "anytime_acc": pytest.approx(0.7), "cer": 90}
+
+
+def test_mce_and_reliability_bins_by_hand():
+    from lure.metrics import maximum_calibration_error, reliability
+
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.3, 0.7]])
+    labels = torch.tensor([0, 1, 0, 1, 0])
+    # Bins of width 0.2 (5 bins): 0.9 -> [0.8, 1.0): acc 1/2, conf 0.9 -> gap 0.4;
+    # 0.6 -> [0.6, 0.8): 0.6 right, 0.6 right, 0.7 wrong: acc 2/3, conf 0.6333 -> gap 0.0333.
+    b = reliability(probs, labels, bins=5)
+    assert b.count.tolist() == [0, 0, 0, 3, 2]
+    assert b.accuracy[4].item() == pytest.approx(0.5) and b.confidence[4].item() == pytest.approx(0.9)
+    assert b.accuracy[3].item() == pytest.approx(2 / 3) and b.confidence[3].item() == pytest.approx(1.9 / 3)
+    assert maximum_calibration_error(probs, labels, bins=5) == pytest.approx(0.4)
+    assert expected_calibration_error(probs, labels, bins=5) == pytest.approx((2 * 0.4 + 3 * (2 / 3 - 1.9 / 3)) / 5)
+
+
+def test_mce_matches_torchmetrics():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    from lure.metrics import maximum_calibration_error
+
+    torch.manual_seed(2)
+    probs = (torch.randn(400, 5) * 2).softmax(1)
+    labels = torch.randint(0, 5, (400,))
+    expected = multiclass_calibration_error(probs, labels, num_classes=5, n_bins=15, norm="max").item()
+    assert maximum_calibration_error(probs, labels, 15) == pytest.approx(expected, abs=1e-6)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    from lure.metrics import fit_temperature
+
+    torch.manual_seed(3)
+    true_logits = torch.randn(20000, 10) * 2
+    labels = torch.distributions.Categorical(logits=true_logits).sample()  # calibrated at T = 1
+    assert fit_temperature(true_logits * 2.5, labels) == pytest.approx(2.5, rel=0.05)  # over-confident by 2.5
+    overconfident = calibration(true_logits * 2.5, labels)["ece"]
+    rescaled = expected_calibration_error((true_logits * 2.5 / fit_temperature(true_logits * 2.5, labels)).softmax(1), labels)
+    assert rescaled < overconfident / 3
