@@ -172,6 +172,23 @@ class EvaluateParams(Strict):
     batch_size: Annotated[int, Field(ge=1)] = 1000
 
 
+class RobustnessParams(Strict):
+    """Corrupted copies of the test set (lure.corruptions), made once by the corrupt stage."""
+
+    # standard: the 15 CIFAR-10-C corruptions; all: with the extras; none: no robustness metrics
+    corruptions: Literal["standard", "all", "none"] = "all"
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = [1, 2, 3, 4, 5]
+    # A seeded subset of the test set, or null for all of it: 75 corrupted copies take room.
+    test_images: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("severities")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("list distinct severities from 1 to 5")
+        return sorted(value)
+
+
 # --- the whole file -----------------------------------------------------------------------------
 
 
@@ -184,6 +201,7 @@ class Params(Strict):
     replay: ReplayParams = ReplayParams()
     methods: dict[str, MethodParams]
     evaluate: EvaluateParams = EvaluateParams()
+    robustness: RobustnessParams = RobustnessParams()
 
     @field_validator("methods", mode="before")
     @classmethod

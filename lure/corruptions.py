@@ -378,3 +378,19 @@ def corrupt(x: Tensor, name: str, severity: int, g: torch.Generator) -> Tensor:
 def to_uint8(x: Tensor) -> Tensor:
     """Stored as the released CIFAR-10-C: scaled by 255 and truncated, not rounded."""
     return (x * 255).to(torch.uint8)
+
+
+def names_for(choice: str) -> tuple[str, ...]:
+    """The corruptions a robustness.corruptions setting asks for."""
+    return {"standard": STANDARD, "all": STANDARD + EXTRAS, "none": ()}[choice]
+
+
+def corrupt_images(x: Tensor, name: str, severity: int, seed: int, batch_size: int = 1000) -> Tensor:
+    """uint8 images (N, C, H, W) -> their corrupted copies, uint8, on x's device. Seeded by
+    (seed, corruption, severity) only, so the copies are the same for every method."""
+    import zlib
+
+    generator = torch.Generator(device=x.device).manual_seed(
+        (seed * 1_000_003 + zlib.crc32(name.encode()) * 7 + severity) % 2**63)
+    return torch.cat([to_uint8(corrupt(part.float() / 255, name, severity, generator))
+                      for part in x.split(batch_size)])

@@ -23,3 +23,17 @@ def relearn_metrics_path(method: str, k: int) -> Path:
 
 def evaluate_metrics_path(method: str) -> Path:
     return METRICS / "evaluate" / f"{method}.json"
+
+
+CORRUPTED = Path("data/corrupted")  # corrupted copies of (a subset of) the test set
+
+
+def corrupted_path(name: str) -> Path:
+    return CORRUPTED / f"{name}.npz"
+
+
+def reliability_path(method: str) -> Path:
+    return METRICS / "evaluate" / f"{method}-reliability.csv"
+
+
+CORRUPTION_PLOT = METRICS / "corruption.csv"

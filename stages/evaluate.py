@@ -1,16 +1,18 @@
-"""Stage evaluate: one method's model after every chunk on the test set; calibration of the last;
-compute spent over the whole sequence."""
+"""Stage evaluate: one method's model after every chunk on the test set; for the last model,
+calibration (also after temperature scaling) and robustness to corruptions; compute spent."""
 
 import json
 
 from lure import paths
 from lure.config import load_params
+from lure.corruptions import names_for
 from lure.data import load_meta, load_test
 from lure.errors import LureError, run_command
-from lure.io import write_json
-from lure.metrics import anytime_summary, calibration
+from lure.io import write_json, write_text
+from lure.metrics import anytime_summary, calibration, expected_calibration_error, fit_temperature, reliability
 from lure.models import model_for
-from lure.train import Data, load_checkpoint, pick_device, predict, provenance
+from lure.robustness import corruption_metrics
+from lure.train import Data, load_checkpoint, load_chunk_data, pick_device, predict, provenance
 
 
 def chunk_training_metrics(method: str, n_chunks: int) -> list[dict]:
@@ -29,37 +31,49 @@ def main(method: str, params: str = "params.yaml") -> None:
     meta = load_meta(paths.PREPARED)
     test = Data.of(load_test(paths.PREPARED), device)
     trained = chunk_training_metrics(method, p.n_chunks)
+    bins, batch = p.evaluate.ece_bins, p.evaluate.batch_size
 
     per_chunk, test_acc, test_errors = {}, [], []
     for k in range(1, p.n_chunks + 1):
         model = model_for(p.model, meta).to(device)
         load_checkpoint(paths.model_path(method, k), model)
-        logits = predict(model, test, p.evaluate.batch_size)
+        logits = predict(model, test, batch)
         errors = int((logits.argmax(1) != test.y).sum())
         test_acc.append(1 - errors / len(test))
         test_errors.append(errors)
         t = trained[k - 1]
-        per_chunk[f"chunk_{k}"] = {
-            "test_acc": test_acc[-1],
-            "val_acc": t["val_acc"],
-            "train_acc": t["train_acc"],
-            "gen_gap": t["gen_gap"],
-            "updates": t["updates"],
-            "images": t["images"],
-            "train_s": t["train_s"],
-        }
-    last_model_calibration = calibration(logits, test.y, p.evaluate.ece_bins)  # logits of chunk N's model
+        per_chunk[f"chunk_{k}"] = {"test_acc": test_acc[-1], **{key: t[key] for key in (
+            "val_acc", "train_acc", "gen_gap", "updates", "images", "train_s")}}
+
+    # From here on, `model` and `logits` are the last chunk's.
+    probs = logits.float().softmax(1)
+    _, val, _ = load_chunk_data(paths.PREPARED, p, p.n_chunks, device)
+    temperature = fit_temperature(predict(model, val, batch), val.y)
     final = {
         **anytime_summary(test_acc, test_errors),
-        **{key: value for key, value in last_model_calibration.items() if key != "acc"},
+        **{key: value for key, value in calibration(logits, test.y, bins).items() if key != "acc"},
+        "ece_ts": expected_calibration_error((logits.float() / temperature).softmax(1), test.y, bins),
+        "temperature": temperature,
         "updates": sum(t["updates"] for t in trained),
         "images": sum(t["images"] for t in trained),
         "wall_s": round(sum(t["train_s"] + t.get("forget_s", 0.0) for t in trained), 3),  # forget + train
     }
-    write_json(paths.evaluate_metrics_path(method),
-               {"final": final, "chunks": per_chunk, "provenance": provenance(p.seed, device)})
-    print(f"{method}: final acc {final['final_acc']:.4f}, anytime {final['anytime_acc']:.4f}, "
-          f"CER {final['cer']}, ECE {final['ece']:.4f}")
+    result = {"final": final, "chunks": per_chunk}
+    names = names_for(p.robustness.corruptions)
+    if names:
+        robustness = corruption_metrics(model, names, device, batch, bins)
+        final.update(mca=robustness["mca"], rel_robustness=robustness["relative"], ece_corrupt=robustness["ece"])
+        result["robustness"] = robustness
+    result["provenance"] = provenance(p.seed, device)
+
+    b = reliability(probs, test.y, bins)
+    rows = [f"{(i + 0.5) / bins:.4f},{b.confidence[i]:.6f},{b.accuracy[i]:.6f},{int(b.count[i])}\n"
+            for i in range(bins) if b.count[i] > 0]
+    write_text(paths.reliability_path(method), "bin_centre,confidence,accuracy,count\n" + "".join(rows))
+    write_json(paths.evaluate_metrics_path(method), result)
+    print(f"{method}: final acc {final['final_acc']:.4f}, anytime {final['anytime_acc']:.4f}, CER {final['cer']}, "
+          f"ECE {final['ece']:.4f} ({final['ece_ts']:.4f} at T={temperature:.2f})"
+          + (f", corruption acc {final['mca']:.4f}" if names else ""))
 
 
 if __name__ == "__main__":
