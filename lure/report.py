@@ -8,7 +8,9 @@ from lure import paths
 from lure.errors import LureError
 from lure.io import write_json, write_text
 
-COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "nll", "brier", "updates", "images", "wall_s")
+# The summary table's columns, in order; those a run did not measure are left out.
+COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "ece_ts", "nll", "brier", "mca", "rel_robustness",
+           "ece_corrupt", "updates", "wall_s")
 
 
 def load_evaluations(methods: list[str]) -> dict[str, dict]:
@@ -21,20 +23,34 @@ def load_evaluations(methods: list[str]) -> dict[str, dict]:
     return evaluations
 
 
+def _csv(columns: tuple[str, ...], rows: list[dict]) -> str:
+    return ",".join(columns) + "\n" + "".join(",".join(str(row[c]) for c in columns) + "\n" for row in rows)
+
+
 def accuracy_rows(evaluations: dict[str, dict]) -> list[dict]:
-    """Long format (one row per method and chunk): what the accuracy-vs-chunk plot draws."""
-    return [
-        {"method": method, "chunk": int(chunk.removeprefix("chunk_")), "test_acc": values["test_acc"],
-         "updates": values["updates"]}
-        for method, evaluation in evaluations.items()
-        for chunk, values in evaluation["chunks"].items()
-    ]
+    """One row per method and chunk: test accuracy against the chunk and the updates spent so far."""
+    rows = []
+    for method, evaluation in evaluations.items():
+        spent = 0
+        for chunk, values in evaluation["chunks"].items():
+            spent += values["updates"]
+            rows.append({"method": method, "chunk": int(chunk.removeprefix("chunk_")),
+                         "test_acc": values["test_acc"], "cum_updates": spent})
+    return rows
+
+
+def corruption_rows(evaluations: dict[str, dict]) -> list[dict]:
+    """One row per method and severity: mean accuracy over the standard corruptions."""
+    return [{"method": method, "severity": int(severity.removeprefix("s")), "accuracy": accuracy}
+            for method, evaluation in evaluations.items()
+            for severity, accuracy in evaluation.get("robustness", {}).get("by_severity", {}).items()]
 
 
 def markdown_table(summary: dict[str, dict]) -> str:
-    header = "| method | " + " | ".join(COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
-    rows = [f"| {m} | " + " | ".join(_fmt(row[c]) for c in COLUMNS) + " |" for m, row in summary.items()]
+    columns = [c for c in COLUMNS if all(c in row for row in summary.values())]
+    header = "| method | " + " | ".join(columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
+    rows = [f"| {m} | " + " | ".join(_fmt(row[c]) for c in columns) + " |" for m, row in summary.items()]
     return "\n".join([header, rule, *rows])
 
 
@@ -60,12 +76,8 @@ def _fmt(value: float | int) -> str:
 def write_report(methods: list[str]) -> dict[str, dict]:
     """Write the summary and the plot data; return the evaluations, by method."""
     evaluations = load_evaluations(methods)
-    summary = {method: evaluation["final"] for method, evaluation in evaluations.items()}
-    rows = accuracy_rows(evaluations)
-    csv = "method,chunk,test_acc,updates\n" + "".join(
-        f"{r['method']},{r['chunk']},{r['test_acc']},{r['updates']}\n" for r in rows
-    )
-    write_json(paths.SUMMARY, summary)
-    write_text(paths.ACCURACY_PLOT, csv)
+    write_json(paths.SUMMARY, {method: evaluation["final"] for method, evaluation in evaluations.items()})
+    write_text(paths.ACCURACY_PLOT, _csv(("method", "chunk", "test_acc", "cum_updates"), accuracy_rows(evaluations)))
+    write_text(paths.CORRUPTION_PLOT, _csv(("method", "severity", "accuracy"), corruption_rows(evaluations)))
     return evaluations
 

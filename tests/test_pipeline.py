@@ -37,6 +37,7 @@ def project(tmp_path_factory):
     params["chunks"] = [{"k": 2, "prev": 1}]
     params["model"]["width"] = 8
     params["train"].update(epochs=4, batch_size=16, lr_milestones=[3], device="cpu")
+    params["robustness"].update(corruptions="standard", test_images=60)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(root, "init", "-q")
     commit(root, "tiny project")
@@ -79,7 +80,7 @@ def without_timing(metrics: dict) -> dict:
 def test_pipeline_caching(project):
     # 1. A first run runs every stage; the first chunk is learned once for all methods.
     first = dvc(project, "repro")
-    assert ran(first) == {"prepare", "learn", "report",
+    assert ran(first) == {"prepare", "learn", "corrupt", "report",
                           *(f"branch@{m}" for m in METHODS), *(relearn(m, 0) for m in METHODS),
                           *(f"evaluate@{m}" for m in METHODS)}
     summary = json.loads((project / "metrics/summary.json").read_text())
@@ -120,10 +121,36 @@ def test_pipeline_caching(project):
     assert "metrics/evaluate/warm.json" not in diff and "metrics/evaluate/scratch.json" not in diff
     assert json.loads((project / "metrics/relearn/lure/chunk_3.json").read_text())["reset_fraction"] > 0.4
 
-    # 6. The accuracy-vs-chunk plot has one line per method.
-    plots = json.loads(dvc(project, "plots", "show", "--json"))
-    [plot] = plots["data"]["metrics/accuracy.csv"]
+    # 6. The plots: accuracy vs chunk with one line per method, and the others.
+    plots = json.loads(dvc(project, "plots", "show", "--json"))["data"]
+    assert set(plots) == {"accuracy_vs_chunk", "accuracy_vs_updates", "corruption_accuracy_by_severity",
+                          *(f"metrics/evaluate/{m}-reliability.csv" for m in METHODS)}
+    [plot] = plots["accuracy_vs_chunk"]
     values = plot["content"]["data"]["values"]
     assert {v["method"] for v in values} == set(METHODS)
     assert {int(v["chunk"]) for v in values} == {1, 2, 3}
     assert plot["content"]["encoding"]["color"]["field"] == "method"
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert all(0 < row["mca"] <= 1 and row["rel_robustness"] > 0 for row in summary.values())
+
+    # 7. `dvc plots show` renders with no internet: every chart is drawn in headless Chromium.
+    dvc(project, "plots", "show")
+    page = (project / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "https://" not in page.split("<script>")[0]
+    dom = render_in_chromium(project / "dvc_plots" / "index.html")
+    sizes = re.findall(r'<canvas[^>]*width="(\d+)"[^>]*height="(\d+)"', dom)
+    assert len(sizes) == len(plots) and all(int(w) > 200 and int(h) > 200 for w, h in sizes), sizes
+
+
+def render_in_chromium(page: Path) -> str:
+    """The page's DOM after its scripts ran, in headless Chromium with the network closed."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian package chromium; .ci/run installs it)")
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--proxy-server=127.0.0.1:9", f"--user-data-dir={page.parent / 'chromium-profile'}",
+         "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    return result.stdout
