@@ -7,27 +7,23 @@ import torch
 from lure.config import DigitsData
 from lure.corruptions import CORRUPTIONS, EXTRAS, SEVERITIES, STANDARD, corrupt, plasma_fractal, rgb_to_hsv, to_uint8
 from lure.data import load_source
-from tests.conftest import SHARED_DATA
 
 RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur", "snow",
           "frost", "fog", "elastic_transform"}
 
 
 def color_images() -> torch.Tensor:
-    """64 real CIFAR-10 test images when the offline copy is here, else digits in three channels."""
-    from lure.config import TorchvisionData
+    """64 real 32x32 colour images: patches of the two photographs scikit-learn ships
+    (load_sample_images), shrunk 4x so that their detail is at CIFAR scale."""
+    from sklearn.datasets import load_sample_images
 
-    if (SHARED_DATA / "cifar10").is_dir():
-        from lure.data import _read_folder
-
-        classes = sorted(p.name for p in (SHARED_DATA / "cifar10" / "test").iterdir())
-        folder = SHARED_DATA / "cifar10" / "test"
-        x = np.stack([np.asarray(__import__("PIL.Image").Image.open(f)).transpose(2, 0, 1)
-                      for c in classes for f in sorted((folder / c).iterdir())[:7]])
-        return torch.from_numpy(x).float() / 255
-    gray = torch.from_numpy(load_source(DigitsData(), 0).test.x[:64]).float() / 255
-    del TorchvisionData
-    return gray.expand(-1, 3, -1, -1).clone()
+    patches = []
+    for photo in load_sample_images().images:  # (427, 640, 3) uint8 each
+        small = torch.nn.functional.avg_pool2d(torch.from_numpy(photo.copy()).permute(2, 0, 1).float()[None], 4)[0]
+        for i in range(32):
+            top, left = (i // 8) * 24 + 2, (i % 8) * 18 + 2
+            patches.append(small[:, top : top + 32, left : left + 32])
+    return torch.stack(patches) / 255
 
 
 @pytest.fixture(scope="module")
