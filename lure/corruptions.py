@@ -53,8 +53,20 @@ EXTRAS = ("speckle_noise", "gaussian_blur", "saturate")  # spatter (needs edge m
 # --- building blocks ----------------------------------------------------------------------------
 
 
-def _uniform(shape, g: Tensor | torch.Generator, low: float, high: float, device) -> Tensor:
-    return torch.rand(shape, generator=g, device=device) * (high - low) + low
+# Random draws come from a CPU generator and are moved to the images' device, so the corrupted
+# copies do not depend on the device they were made on.
+
+
+def _rand(shape, g: torch.Generator, device) -> Tensor:
+    return torch.rand(shape, generator=g).to(device)
+
+
+def _randn(shape, g: torch.Generator, device) -> Tensor:
+    return torch.randn(shape, generator=g).to(device)
+
+
+def _uniform(shape, g: torch.Generator, low: float, high: float, device) -> Tensor:
+    return _rand(shape, g, device) * (high - low) + low
 
 
 def _pad(x: Tensor, p: int, mode: str = "reflect") -> Tensor:
@@ -89,9 +101,9 @@ def gaussian_kernel(sigma: float, device=None, truncate: float = 4.0) -> Tensor:
     return k1[:, None] * k1[None, :]
 
 
-def _blur(x: Tensor, sigma: float) -> Tensor:
-    # skimage.filters.gaussian, which the original calls, pads by repeating the edge.
-    return _filter(x, gaussian_kernel(sigma, x.device), mode="replicate") if sigma > 0 else x
+def _blur(x: Tensor, sigma: float, mode: str = "replicate", truncate: float = 4.0) -> Tensor:
+    # skimage.filters.gaussian, which the original calls, pads by repeating the edge by default.
+    return _filter(x, gaussian_kernel(sigma, x.device, truncate), mode=mode) if sigma > 0 else x
 
 
 def _gray(x: Tensor) -> Tensor:
@@ -173,10 +185,12 @@ def _zoom_centre(x: Tensor, factor: float) -> Tensor:
 
 
 def _motion_kernels(radius: int, sigma: float, angles_deg: Tensor) -> Tensor:
-    """(N, k, k) line kernels: Gaussian weights (sigma) along one direction per image, from the
-    centre outwards, as ImageMagick's one-sided motion blur (approximated on the pixel grid)."""
-    k = 2 * radius + 1
-    steps = torch.arange(radius + 1, dtype=torch.float32, device=angles_deg.device)
+    """(N, k, k) line kernels: 2 * radius + 1 Gaussian weights (sigma) along one direction per
+    image, from the centre outwards, as ImageMagick's one-sided motion blur (on the pixel grid)."""
+    length = 2 * radius + 1
+    k = 2 * length - 1
+    radius = length - 1  # the kernel's half-width
+    steps = torch.arange(length, dtype=torch.float32, device=angles_deg.device)
     weights = torch.exp(-0.5 * (steps / sigma) ** 2)
     theta = torch.deg2rad(angles_deg)[:, None]
     rows = (radius - torch.round(steps * torch.sin(theta))).long().clamp(0, k - 1)
@@ -195,22 +209,22 @@ def _motion_blur(x: Tensor, radius: int, sigma: float, angles: Tensor) -> Tensor
 
 
 def gaussian_noise(x: Tensor, sigma: float, g) -> Tensor:
-    return x + sigma * torch.randn(x.shape, generator=g, device=x.device)
+    return x + sigma * _randn(x.shape, g, x.device)
 
 
 def shot_noise(x: Tensor, c: float, g) -> Tensor:
-    return torch.poisson(x * c, generator=g) / c
+    return torch.poisson((x * c).cpu(), generator=g).to(x.device) / c
 
 
 def impulse_noise(x: Tensor, amount: float, g) -> Tensor:
     """Salt and pepper on `amount` of the values, half each (skimage's s&p)."""
-    hit = torch.rand(x.shape, generator=g, device=x.device) < amount
-    salt = torch.rand(x.shape, generator=g, device=x.device) < 0.5
+    hit = _rand(x.shape, g, x.device) < amount
+    salt = _rand(x.shape, g, x.device) < 0.5
     return torch.where(hit, salt.to(x.dtype), x)
 
 
 def speckle_noise(x: Tensor, c: float, g) -> Tensor:
-    return x + x * c * torch.randn(x.shape, generator=g, device=x.device)
+    return x + x * c * _randn(x.shape, g, x.device)
 
 
 def gaussian_blur(x: Tensor, sigma: float, g) -> Tensor:
@@ -218,21 +232,22 @@ def gaussian_blur(x: Tensor, sigma: float, g) -> Tensor:
 
 
 def glass_blur(x: Tensor, c: tuple, g) -> Tensor:
-    """Blur, scramble pixels locally, blur. The original swaps pixel pairs one by one; here, each
-    iteration, every inner pixel takes the value at a random offset in [-delta, delta) (one
-    offset per pixel, shared by the channels), all at once."""
+    """Blur, then swap each inner pixel with a random neighbour at an offset in [-delta, delta),
+    going through the pixels from the bottom right as the original does (pixels can travel
+    further than delta through successive swaps), then blur again. One swap step does every image
+    of the batch at once, with its own offsets."""
     sigma, delta, iterations = c
-    x = _blur(x, sigma)
+    x = _blur(x, sigma).clone()
     n, _, h, w = x.shape
-    rows = torch.arange(h, device=x.device)[None, :, None]
-    cols = torch.arange(w, device=x.device)[None, None, :]
-    inner = (rows >= delta) & (rows < h - delta) & (cols >= delta) & (cols < w - delta)
+    images = torch.arange(n, device=x.device)
+    positions = [(r, col) for r in range(h - delta, delta, -1) for col in range(w - delta, delta, -1)]
     for _ in range(iterations):
-        dy = torch.randint(-delta, delta, (n, h, w), generator=g, device=x.device)
-        dx = torch.randint(-delta, delta, (n, h, w), generator=g, device=x.device)
-        src_r = torch.where(inner, rows + dy, rows).clamp(0, h - 1)
-        src_c = torch.where(inner, cols + dx, cols).clamp(0, w - 1)
-        x = x[torch.arange(n, device=x.device)[:, None, None], :, src_r, src_c].permute(0, 3, 1, 2)  # (N,H,W,C)
+        offsets = torch.randint(-delta, delta, (len(positions), 2, n), generator=g).to(x.device)
+        for (r, col), (dy, dx) in zip(positions, offsets):
+            rows, cols = r + dy, col + dx
+            here = x[:, :, r, col].clone()
+            x[:, :, r, col] = x[images, :, rows, cols]
+            x[images, :, rows, cols] = here
     return _blur(x, sigma)
 
 
@@ -271,7 +286,7 @@ def zoom_blur(x: Tensor, c: tuple, g) -> Tensor:
 def snow(x: Tensor, c: tuple, g) -> Tensor:
     loc, scale, zoom, threshold, radius, sigma, blend = c
     n, _, h, w = x.shape
-    layer = loc + scale * torch.randn((n, 1, h, w), generator=g, device=x.device)
+    layer = loc + scale * _randn((n, 1, h, w), g, x.device)
     layer = _zoom_centre(layer, zoom)
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
     layer = _motion_blur(layer, radius, sigma, _uniform((n,), g, -135, -45, x.device))
@@ -285,7 +300,7 @@ def frost(x: Tensor, c: tuple, g) -> Tensor:
     tinted blue-white on colour images."""
     image_weight, frost_weight = c
     texture = _plasma_like(x, 1.5, g) * 0.6
-    grain = _blur(torch.rand((x.shape[0], 1, *x.shape[-2:]), generator=g, device=x.device), 0.5)
+    grain = _blur(_rand((x.shape[0], 1, *x.shape[-2:]), g, x.device), 0.5)
     texture = (texture + 0.4 * grain**2 * 3).clamp(0, 1)
     if x.shape[1] == 3:
         texture = texture * torch.tensor([0.92, 0.96, 1.0], device=x.device)[None, :, None, None]
@@ -323,17 +338,24 @@ def elastic_transform(x: Tensor, c: tuple, g) -> Tensor:
     both maps are composed and the image is sampled once (bilinear, reflected at the border)."""
     alpha, sigma, affine = (v * x.shape[-1] for v in c)
     n, _, h, w = x.shape
+    shifts = _uniform((n, 3, 2), g, -affine, affine, x.device)
+    field = _blur(_uniform((n, 2, h, w), g, -1, 1, x.device), sigma, mode="reflect", truncate=3.0) * alpha
+    return warp(x, shifts, field)
+
+
+def warp(x: Tensor, shifts: Tensor, field: Tensor) -> Tensor:
+    """Move three points around the centre by `shifts` (N, 3, 2) in (x, y) pixels: the affine map
+    M they define warps the image as cv2.warpAffine does (out(p) = in(M^-1 p)); then displace by
+    `field` (N, 2, H, W) as (dx, dy): out(p) = in(M^-1 (p + field(p)))."""
+    n, _, h, w = x.shape
     dev = x.device
     centre = torch.tensor([w / 2, h / 2], device=dev)
     side = min(h, w) // 3
-    src = torch.stack([centre + side, centre + torch.tensor([side, -side], device=dev), centre - side])  # (3, 2) x,y
-    dst = src + _uniform((n, 3, 2), g, -affine, affine, dev)
+    src = torch.stack([centre + side, centre + torch.tensor([side, -side], device=dev), centre - side])  # (3, 2)
     ones = torch.ones(n, 3, 1, device=dev)
-    # Affine A (2x3) with A [src; 1] = dst, solved per image; sampling needs its inverse.
-    a = torch.linalg.solve(torch.cat([src.expand(n, 3, 2), ones], 2), dst).transpose(1, 2)
-    inv = torch.linalg.inv(torch.cat([a, torch.tensor([0.0, 0, 1], device=dev).expand(n, 1, 3)], 1))[:, :2]
-    field = _uniform((n, 2, h, w), g, -1, 1, dev)
-    field = (_blur(field, sigma) if sigma > 0 else field) * alpha  # (dx, dy) per pixel
+    # M (2x3) with M [src; 1] = src + shifts, solved per image; sampling needs its inverse.
+    m = torch.linalg.solve(torch.cat([src.expand(n, 3, 2), ones], 2), src + shifts).transpose(1, 2)
+    inv = torch.linalg.inv(torch.cat([m, torch.tensor([0.0, 0, 1], device=dev).expand(n, 1, 3)], 1))[:, :2]
     ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=x.dtype), torch.arange(w, device=dev, dtype=x.dtype),
                             indexing="ij")
     px, py = xs + field[:, 0], ys + field[:, 1]
