@@ -31,6 +31,10 @@ class ChunkedData(Strict):
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1  # per-chunk validation split
     # Few-shot setting: keep only this many training images per class (seeded), then chunk.
     shots_per_class: Annotated[int, Field(ge=1)] | None = None
+    # iid: every chunk a seeded sample of all classes; class_incremental: chunk k holds only the
+    # k-th group of classes_per_chunk classes (seeded class order), at most chunk_size images.
+    split: Literal["iid", "class_incremental"] = "iid"
+    classes_per_chunk: Annotated[int, Field(ge=1)] = 2
 
 
 class DigitsData(ChunkedData):
@@ -96,9 +100,6 @@ class TrainParams(Strict):
     weight_decay: Annotated[float, Field(ge=0.0)] = 5e-4
     lr_milestones: list[Annotated[int, Field(ge=1)]] = [15, 25]
     lr_gamma: Annotated[float, Field(gt=0.0)] = 0.1
-    # "carry": SGD momentum survives from one chunk to the next (the official LURE code never
-    # rebuilds its optimizer); "fresh": a new optimizer at every chunk.
-    optimizer_state: Literal["carry", "fresh"] = "carry"
     # "best_val": the checkpoint with the best validation accuracy ends the chunk (paper).
     select: Literal["best_val", "last"] = "best_val"
     # crop_flip: random crop with zero padding + horizontal flip, done on the device in batches.
@@ -120,19 +121,36 @@ class ReplayParams(Strict):
 # --- forgetting methods (one section each; `kind` defaults to the section's name) --------------
 
 
-class WarmParams(Strict):
+class Mitigations(Strict):
+    """Stability-gap mitigations (Harun & Kanan 2023), options of any method."""
+
+    soft_targets: bool = False  # SGM's dynamic soft targets instead of one-hot labels
+    # A new SGD state at each chunk; by default the momentum is carried over, as the official
+    # LURE code never rebuilds its optimizer.
+    fresh_optimizer: bool = False
+    warmup: Fraction = 0.0  # linear LR warm-up over this fraction of the chunk's updates
+    # When the method resets the head: class_means sets row c to the mean of the L2-normalised
+    # penultimate features of class c's training images (no augmentation), bias 0.
+    head_init: Literal["random", "class_means"] = "random"
+
+
+class MethodBase(Strict):
+    mitigate: Mitigations = Mitigations()
+
+
+class WarmParams(MethodBase):
     """Continue from the previous chunk's model."""
 
     kind: Literal["warm"] = "warm"
 
 
-class ScratchParams(Strict):
+class ScratchParams(MethodBase):
     """Restart from the saved initial weights (the official code's `--use_randinit`)."""
 
     kind: Literal["scratch"] = "scratch"
 
 
-class LureParams(Strict):
+class LureParams(MethodBase):
     """SNIP-scored re-initialisation. Defaults reproduce the official code (NeurAI-Lab/LURE)."""
 
     kind: Literal["lure"] = "lure"
@@ -172,6 +190,13 @@ class EvaluateParams(Strict):
     batch_size: Annotated[int, Field(ge=1)] = 1000
 
 
+class StabilityParams(Strict):
+    """Continual evaluation inside every relearn stage (the stability gap, De Lange et al. 2023)."""
+
+    every: Annotated[int, Field(ge=0)] = 10  # evaluate before the first update and every k updates; 0: off
+    samples: Annotated[int, Field(ge=1)] = 100  # held-out (validation) images per chunk, seeded subset
+
+
 class RobustnessParams(Strict):
     """Corrupted copies of the test set (lure.corruptions), made once by the corrupt stage."""
 
@@ -202,6 +227,7 @@ class Params(Strict):
     methods: dict[str, MethodParams]
     evaluate: EvaluateParams = EvaluateParams()
     robustness: RobustnessParams = RobustnessParams()
+    stability: StabilityParams = StabilityParams()
 
     @field_validator("methods", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from lure.errors import LureError
 from lure.io import atomic_dir, load_arrays, md5, save_arrays, write_json
 
 # Independent random streams, one per purpose, so that one never shifts another.
-POOL_STREAM, VAL_STREAM, RESERVOIR_STREAM, SHOTS_STREAM = 0, 1, 2, 3
+POOL_STREAM, VAL_STREAM, RESERVOIR_STREAM, SHOTS_STREAM, CLASS_ORDER_STREAM = 0, 1, 2, 3, 4
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -112,7 +112,7 @@ def _load_imagefolder(root: Path) -> Source:
 
 # Where torchvision keeps each dataset under `root`, and where it comes from.
 TORCHVISION_LAYOUT = {
-    "mnist": ("MNIST/raw", "the four MNIST idx files (train-images-idx3-ubyte, ...), uncompressed or .gz"),
+    "mnist": ("MNIST/raw", "the four MNIST idx files (train-images-idx3-ubyte, ...), uncompressed"),
     "cifar10": ("cifar-10-batches-py", "the extracted https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
     "cifar100": ("cifar-100-python", "the extracted https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
 }
@@ -179,6 +179,20 @@ def chunk_indices(pool_size: int, chunk_size: int, k: int, seed: int) -> np.ndar
     return permutation[(k - 1) * chunk_size : k * chunk_size]
 
 
+def class_chunk_indices(labels: np.ndarray, classes_per_chunk: int, chunk_size: int, k: int, seed: int) -> np.ndarray:
+    """Class-incremental chunk k: up to chunk_size seeded images of the k-th group of classes
+    (groups cut from one seeded class order, so earlier chunks stay the same as N grows)."""
+    classes = np.unique(labels)
+    if k * classes_per_chunk > len(classes):
+        raise LureError(
+            f"data.classes_per_chunk: {k} class-incremental chunks of {classes_per_chunk} classes need "
+            f"{k * classes_per_chunk} classes, but the source has {len(classes)}"
+        )
+    order = np.random.default_rng([seed, CLASS_ORDER_STREAM]).permutation(classes)
+    members = np.flatnonzero(np.isin(labels, order[(k - 1) * classes_per_chunk : k * classes_per_chunk]))
+    return np.sort(np.random.default_rng([seed, POOL_STREAM, k]).permutation(members)[:chunk_size])
+
+
 def split_chunk(chunk: Split, val_fraction: float, k: int, seed: int) -> Chunk:
     """Seeded per-chunk train/validation split (paper: 90/10)."""
     n_val = max(1, round(val_fraction * len(chunk)))
@@ -208,11 +222,14 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
     """
     source = load_source(params.data, params.seed)
     n = params.n_chunks
-    chunks = [
-        split_chunk(source.pool.take(chunk_indices(len(source.pool), params.data.chunk_size, k, params.seed)),
-                    params.data.val_fraction, k, params.seed)
-        for k in range(1, n + 1)
-    ]
+    d = params.data
+
+    def indices(k: int) -> np.ndarray:
+        if d.split == "class_incremental":
+            return class_chunk_indices(source.pool.y, d.classes_per_chunk, d.chunk_size, k, params.seed)
+        return chunk_indices(len(source.pool), d.chunk_size, k, params.seed)
+
+    chunks = [split_chunk(source.pool.take(indices(k)), d.val_fraction, k, params.seed) for k in range(1, n + 1)]
     meta = {
         "source": params.data.source,
         "classes": source.classes,

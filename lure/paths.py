@@ -21,6 +21,11 @@ def relearn_metrics_path(method: str, k: int) -> Path:
     return METRICS / "relearn" / method / f"chunk_{k}.json"
 
 
+def stream_dir(method: str, k: int) -> Path:
+    """dvclive's log of the continual evaluation while chunk k is relearned."""
+    return METRICS / "stream" / method / f"chunk_{k}"
+
+
 def evaluate_metrics_path(method: str) -> Path:
     return METRICS / "evaluate" / f"{method}.json"
 
@@ -37,3 +42,4 @@ def reliability_path(method: str) -> Path:
 
 
 CORRUPTION_PLOT = METRICS / "corruption.csv"
+STABILITY_PLOT = METRICS / "stability.csv"

@@ -10,7 +10,7 @@ from lure.io import write_json, write_text
 
 # The summary table's columns, in order; those a run did not measure are left out.
 COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "ece_ts", "nll", "brier", "mca", "rel_robustness",
-           "ece_corrupt", "updates", "wall_s")
+           "ece_corrupt", "gap_depth", "min_acc", "wc_acc", "sgm_gap", "never_recovered", "updates", "wall_s")
 
 
 def load_evaluations(methods: list[str]) -> dict[str, dict]:
@@ -36,6 +36,23 @@ def accuracy_rows(evaluations: dict[str, dict]) -> list[dict]:
             spent += values["updates"]
             rows.append({"method": method, "chunk": int(chunk.removeprefix("chunk_")),
                          "test_acc": values["test_acc"], "cum_updates": spent})
+    return rows
+
+
+def stability_rows(evaluations: dict[str, dict]) -> list[dict]:
+    """One row per method, chunk, evaluation step and data (old: earlier chunks, new: this one),
+    from the dvclive logs of the relearn stages."""
+    rows = []
+    for method, evaluation in evaluations.items():
+        for chunk in evaluation["chunks"]:
+            k = int(chunk.removeprefix("chunk_"))
+            for data in ("old", "new"):
+                log = paths.stream_dir(method, k) / "plots" / "metrics" / f"{data}_acc.tsv"
+                if k == 1 or not log.is_file():
+                    continue
+                for line in log.read_text().splitlines()[1:]:
+                    step, accuracy = line.split("\t")
+                    rows.append({"method": method, "chunk": k, "step": int(step), "data": data, "accuracy": accuracy})
     return rows
 
 
@@ -79,5 +96,6 @@ def write_report(methods: list[str]) -> dict[str, dict]:
     write_json(paths.SUMMARY, {method: evaluation["final"] for method, evaluation in evaluations.items()})
     write_text(paths.ACCURACY_PLOT, _csv(("method", "chunk", "test_acc", "cum_updates"), accuracy_rows(evaluations)))
     write_text(paths.CORRUPTION_PLOT, _csv(("method", "severity", "accuracy"), corruption_rows(evaluations)))
+    write_text(paths.STABILITY_PLOT, _csv(("method", "chunk", "step", "data", "accuracy"), stability_rows(evaluations)))
     return evaluations
 

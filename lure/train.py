@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lure.augment import crop_flip, draw_crop_flip
-from lure.config import Params, TrainParams
-from lure.data import Split, load_chunks, replay_sets
+from lure.config import Mitigations, Params, TrainParams
+from lure.data import Chunk, Split, replay_sets
 from lure.errors import LureError
 from lure.io import write_bytes
+from lure.mitigations import SoftTargets
 
 
 def pick_device(choice: str) -> torch.device:
@@ -30,8 +33,10 @@ def pick_device(choice: str) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda":  # same seed, same GPU -> same results (at some cost in speed)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.device(choice)
 
 
@@ -74,9 +79,9 @@ class Data:
         return len(self.y)
 
 
-def load_chunk_data(prepared: str | Path, params: Params, k: int, device: torch.device) -> tuple[Data, Data, Data]:
-    """(train, validation) for chunk k under the replay mode, and chunk k's own training images."""
-    chunks = load_chunks(prepared, k)
+def replay_data(chunks: list[Chunk], params: Params, device: torch.device) -> tuple[Data, Data, Data]:
+    """(train, validation) for the last of `chunks` under the replay mode, and that chunk's own
+    training images, as tensors on the device."""
     sets = replay_sets(chunks, params.replay.mode, params.replay.buffer_size, params.replay.buffer_val_size, params.seed)
     return Data.of(sets.train, device), Data.of(sets.val, device), Data.of(chunks[-1].train, device)
 
@@ -167,17 +172,24 @@ def lr_at(params: TrainParams, epoch: int) -> float:
     return params.lr * params.lr_gamma ** sum(epoch >= m for m in params.lr_milestones)
 
 
+Probe = Callable[[int], None]  # called with the number of updates so far, e.g. to evaluate
+
+
 class Trainer:
-    """One chunk's optimisation: the model, its SGD, and how batches reach it on this device."""
+    """One chunk's optimisation: the model, its SGD, its loss, and how batches reach it."""
 
     def __init__(self, model: nn.Module, params: TrainParams, device: torch.device,
-                 momentum: dict[str, torch.Tensor] | None = None) -> None:
+                 momentum: dict[str, torch.Tensor] | None = None, *, soft_targets: SoftTargets | None = None,
+                 warmup_updates: int = 0, probe: Probe | None = None, probe_every: int = 0) -> None:
         self.model, self.params = model, params
         self.bf16, self.channels_last = fast_path(params, device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(model) if params.compile else model
         self.optimizer = SGD(list(model.named_parameters()), params.lr, params.momentum, params.weight_decay, momentum)
+        self.soft_targets, self.warmup_updates = soft_targets, warmup_updates
+        self.probe, self.probe_every = probe, probe_every
+        self.base_lr, self.updates = params.lr, 0
 
     def epoch(self, train: Data, generator: torch.Generator) -> tuple[int, int]:
         """One pass over `train` in a seeded order; returns (updates, images)."""
@@ -192,19 +204,31 @@ class Trainer:
             if len(position) < 2:  # BatchNorm cannot train on a single image
                 continue
             index = order[position]
-            x = train.x[index]
+            x, y = train.x[index], train.y[index]
             if p.augment == "crop_flip":
                 x = crop_flip(x, p.crop_padding, offsets[position], flips[position])
             elif self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = F.cross_entropy(self.forward(as_float(x)), train.y[index])
+                logits = self.forward(as_float(x))
+                loss = self.soft_targets.loss(logits, y) if self.soft_targets else F.cross_entropy(logits, y)
+            if self.updates < self.warmup_updates:  # linear warm-up from lr / warmup_updates
+                self.optimizer.lr = self.base_lr * (self.updates + 1) / self.warmup_updates
+            else:
+                self.optimizer.lr = self.base_lr
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
+            self.updates += 1
             updates += 1
             images += len(index)
+            if self.probe and self.probe_every and self.updates % self.probe_every == 0:
+                self.probe(self.updates)
         return updates, images
+
+
+def updates_per_epoch(n: int, batch_size: int) -> int:
+    return n // batch_size + (n % batch_size >= 2)  # a last batch of one image is skipped
 
 
 def fit(
@@ -214,15 +238,29 @@ def fit(
     params: TrainParams,
     generator: torch.Generator,
     momentum: dict[str, torch.Tensor] | None = None,
+    *,
+    mitigate: Mitigations | None = None,
+    probe: Probe | None = None,
+    probe_every: int = 0,
 ) -> FitResult:
-    """Train `model` in place for one chunk; it ends holding the selected checkpoint."""
+    """Train `model` in place for one chunk; it ends holding the selected checkpoint.
+    `probe` (if any) runs before the first update and every `probe_every` updates."""
     start = time.perf_counter()
-    trainer = Trainer(model, params, train.y.device, momentum)
+    device = train.y.device
+    mitigate = mitigate or Mitigations()
+    trainer = Trainer(
+        model, params, device, None if mitigate.fresh_optimizer else momentum,
+        soft_targets=SoftTargets(model.head.out_features, device) if mitigate.soft_targets else None,
+        warmup_updates=round(mitigate.warmup * params.epochs * updates_per_epoch(len(train), params.batch_size)),
+        probe=probe, probe_every=probe_every,
+    )
+    if probe:
+        probe(0)
     updates = images = 0
     history: list[float] = []
     best_epoch, best_state = 0, None
     for epoch in range(params.epochs):
-        trainer.optimizer.lr = lr_at(params, epoch)
+        trainer.base_lr = lr_at(params, epoch)
         steps, seen = trainer.epoch(train, generator)
         updates, images = updates + steps, images + seen
         if params.select == "best_val":

@@ -6,13 +6,14 @@ import json
 from lure import paths
 from lure.config import load_params
 from lure.corruptions import names_for
-from lure.data import load_meta, load_test
+from lure.data import load_chunks, load_meta, load_test
 from lure.errors import LureError, run_command
 from lure.io import write_json, write_text
 from lure.metrics import anytime_summary, calibration, expected_calibration_error, fit_temperature, reliability
 from lure.models import model_for
 from lure.robustness import corruption_metrics
-from lure.train import Data, load_checkpoint, load_chunk_data, pick_device, predict, provenance
+from lure.stability import stability_summary
+from lure.train import Data, load_checkpoint, pick_device, predict, provenance, replay_data
 
 
 def chunk_training_metrics(method: str, n_chunks: int) -> list[dict]:
@@ -43,11 +44,13 @@ def main(method: str, params: str = "params.yaml") -> None:
         test_errors.append(errors)
         t = trained[k - 1]
         per_chunk[f"chunk_{k}"] = {"test_acc": test_acc[-1], **{key: t[key] for key in (
-            "val_acc", "train_acc", "gen_gap", "updates", "images", "train_s")}}
+            "val_acc", "train_acc", "gen_gap", "updates", "images", "train_s") if key in t}}
+        if "stability" in t:
+            per_chunk[f"chunk_{k}"]["stability"] = t["stability"]
 
     # From here on, `model` and `logits` are the last chunk's.
     probs = logits.float().softmax(1)
-    _, val, _ = load_chunk_data(paths.PREPARED, p, p.n_chunks, device)
+    _, val, _ = replay_data(load_chunks(paths.PREPARED, p.n_chunks), p, device)
     temperature = fit_temperature(predict(model, val, batch), val.y)
     final = {
         **anytime_summary(test_acc, test_errors),
@@ -58,6 +61,7 @@ def main(method: str, params: str = "params.yaml") -> None:
         "images": sum(t["images"] for t in trained),
         "wall_s": round(sum(t["train_s"] + t.get("forget_s", 0.0) for t in trained), 3),  # forget + train
     }
+    final.update(stability_summary([t["stability"] for t in trained[1:] if "stability" in t]))
     result = {"final": final, "chunks": per_chunk}
     names = names_for(p.robustness.corruptions)
     if names:

@@ -4,17 +4,17 @@ import torch
 
 from lure import paths
 from lure.config import load_params
-from lure.data import load_meta
+from lure.data import load_chunks, load_meta
 from lure.errors import run_command
 from lure.io import write_json
 from lure.models import model_for, set_input_stats
-from lure.train import SHUFFLE_STREAM, as_float, cpu_state, fit, load_chunk_data, pick_device, provenance, save_checkpoint, seeded
+from lure.train import SHUFFLE_STREAM, as_float, cpu_state, fit, pick_device, provenance, replay_data, save_checkpoint, seeded
 
 
 def main(params: str = "params.yaml") -> None:
     p = load_params(params)
     device = pick_device(p.train.device)
-    train, val, _ = load_chunk_data(paths.PREPARED, p, 1, device)
+    train, val, _ = replay_data(load_chunks(paths.PREPARED, 1), p, device)
 
     torch.manual_seed(p.seed)
     model = model_for(p.model, load_meta(paths.PREPARED)).to(device)

@@ -1,33 +1,49 @@
 """Stage relearn: when chunk k arrives, one method forgets (lure.forgetting), then the model
-relearns on chunk k under the replay mode."""
+relearns on chunk k under the replay mode, evaluated as it goes on held-out images of every
+chunk so far (the stability gap, lure.stability)."""
 
 import time
 import zlib
 
+import numpy as np
 import torch
 
 from lure import paths
 from lure.config import load_params
-from lure.data import load_meta
+from lure.data import Split, load_chunks, load_meta
 from lure.errors import LureError, run_command
 from lure.forgetting import ForgetContext, forget
-from lure.io import write_json
+from lure.io import atomic_dir, write_json
+from lure.mitigations import class_mean_head
 from lure.models import model_for
+from lure.stability import Stream, gap_metrics
 from lure.train import (
-    FORGET_STREAM, FRESH_MODEL_STREAM, SHUFFLE_STREAM, cpu_state, derive_seed, fit, load_checkpoint,
-    load_chunk_data, pick_device, provenance, save_checkpoint, seeded,
+    FORGET_STREAM, FRESH_MODEL_STREAM, SHUFFLE_STREAM, Data, accuracy, cpu_state, derive_seed, fit,
+    load_checkpoint, pick_device, provenance, replay_data, save_checkpoint, seeded,
 )
+
+HELD_OUT_STREAM = 6
+
+
+def held_out(val: Split, samples: int, seed: int, k: int, device: torch.device) -> Data:
+    """A fixed seeded subset of a chunk's validation images, for the continual evaluation."""
+    keep = np.random.default_rng([seed, HELD_OUT_STREAM, k]).permutation(len(val))[:samples]
+    return Data.of(val.take(np.sort(keep)), device)
 
 
 def main(method: str, chunk: int, params: str = "params.yaml") -> None:
+    from dvclive import Live
+
     p = load_params(params)
     if method not in p.methods:
         raise LureError(f"methods.{method}: no such method in {params} (have {', '.join(p.methods)})")
     if not 2 <= chunk <= p.n_chunks:
         raise LureError(f"chunk {chunk}: {params} lists chunks 2..{p.n_chunks}")
+    settings = p.methods[method]
     device = pick_device(p.train.device)
     meta = load_meta(paths.PREPARED)
-    train, val, new = load_chunk_data(paths.PREPARED, p, chunk, device)
+    chunks = load_chunks(paths.PREPARED, chunk)
+    train, val, new = replay_data(chunks, p, device)
 
     def new_model() -> torch.nn.Module:
         return model_for(p.model, meta).to(device)
@@ -50,24 +66,48 @@ def main(method: str, chunk: int, params: str = "params.yaml") -> None:
         chunk=new,
         generator=seeded(p.seed, chunk, FORGET_STREAM, method_key),
     )
+    # Continual evaluation on held-out images of every chunk so far: before the method forgets
+    # (step 0), after it (step 0 again), and every `stability.every` updates while relearning.
+    checks = [held_out(c.val, p.stability.samples, p.seed, i, device) for i, c in enumerate(chunks, start=1)]
+    stream = Stream()
+
+    def probe(step: int) -> None:
+        correct = {i: accuracy(model, d) * len(d) for i, d in enumerate(checks[:-1], start=1)}
+        stream.add(step, {i: c / len(checks[i - 1]) for i, c in correct.items()},
+                   old=sum(correct.values()) / sum(len(d) for d in checks[:-1]), new=accuracy(model, checks[-1]))
+
+    every = p.stability.every
+    if every:
+        probe(0)
     start = time.perf_counter()
-    reset = forget(model, p.methods[method], ctx)
+    reset = forget(model, settings, ctx)
+    if settings.mitigate.head_init == "class_means" and reset.get("head.weight") == 1.0:
+        class_mean_head(model, train.x, train.y)
     forget_s = time.perf_counter() - start
-    carried = momentum if p.train.optimizer_state == "carry" else None
-    result = fit(model, train, val, p.train, seeded(p.seed, chunk, SHUFFLE_STREAM), carried)
+    result = fit(model, train, val, p.train, seeded(p.seed, chunk, SHUFFLE_STREAM), momentum,
+                 mitigate=settings.mitigate, probe=probe if every else None, probe_every=every)
 
     n_params = {name: t.numel() for name, t in model.named_parameters()}
     reset_total = sum(reset.get(name, 0.0) * n for name, n in n_params.items()) / sum(n_params.values())
     save_checkpoint(paths.model_path(method, chunk), cpu_state(model), result.momentum)
+    with atomic_dir(paths.stream_dir(method, chunk)) as tmp:
+        live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
+        for i, step in enumerate(stream.steps):
+            live.step = step
+            live.log_metric("old_acc", stream.old[i])
+            live.log_metric("new_acc", stream.new[i])
+        live.end()
     write_json(paths.relearn_metrics_path(method, chunk), {
         **result.metrics(),
         "forget_s": round(forget_s, 3),
         "reset_fraction": reset_total,
         "reset": reset,
+        **({"stability": gap_metrics(stream, chunk)} if stream.steps else {}),
         "provenance": provenance(p.seed, device),
     })
-    print(f"{method} chunk {chunk}: reset {reset_total:.3f} of the weights, "
-          f"val acc {result.val_acc:.4f} after {result.updates} updates on {device}")
+    gap = f", stability gap {stream.old[0] - min(stream.old[1:] or stream.old):.3f}" if stream.steps else ""
+    print(f"{method} chunk {chunk}: reset {reset_total:.3f} of the weights, val acc {result.val_acc:.4f} "
+          f"after {result.updates} updates on {device}{gap}")
 
 
 if __name__ == "__main__":

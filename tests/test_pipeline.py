@@ -124,7 +124,7 @@ def test_pipeline_caching(project):
     # 6. The plots: accuracy vs chunk with one line per method, and the others.
     plots = json.loads(dvc(project, "plots", "show", "--json"))["data"]
     assert set(plots) == {"accuracy_vs_chunk", "accuracy_vs_updates", "corruption_accuracy_by_severity",
-                          *(f"metrics/evaluate/{m}-reliability.csv" for m in METHODS)}
+                          "stability_gap", *(f"metrics/evaluate/{m}-reliability.csv" for m in METHODS)}
     [plot] = plots["accuracy_vs_chunk"]
     values = plot["content"]["data"]["values"]
     assert {v["method"] for v in values} == set(METHODS)
@@ -132,8 +132,14 @@ def test_pipeline_caching(project):
     assert plot["content"]["encoding"]["color"]["field"] == "method"
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert all(0 < row["mca"] <= 1 and row["rel_robustness"] > 0 for row in summary.values())
+    assert all(0 <= row["never_recovered"] <= 2 and "gap_depth" in row for row in summary.values())
+    stream = (project / "metrics/stream/lure/chunk_3/plots/metrics/old_acc.tsv").read_text().splitlines()
+    assert stream[0] == "step\told_acc" and [int(r.split("\t")[0]) for r in stream[1:4]] == [0, 0, 10]
 
-    # 7. `dvc plots show` renders with no internet: every chart is drawn in headless Chromium.
+
+def test_plots_render_offline(project):
+    """`dvc plots show` renders with no internet: every chart is drawn in headless Chromium."""
+    plots = json.loads(dvc(project, "plots", "show", "--json"))["data"]
     dvc(project, "plots", "show")
     page = (project / "dvc_plots" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "https://" not in page.split("<script>")[0]

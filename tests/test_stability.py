@@ -1,0 +1,127 @@
+"""The stability gap: its metrics on hand-made curves, and the mitigations against their definitions."""
+
+import numpy as np
+import pytest
+import torch
+
+from lure.config import DigitsData, TrainParams, parse_params
+from lure.data import class_chunk_indices, load_source
+from lure.errors import LureError
+from lure.mitigations import SoftTargets, class_mean_head
+from lure.models import small_cnn
+from lure.stability import Stream, gap_metrics, stability_summary
+from lure.train import Data, Trainer
+
+
+def stream_of(steps, chunks: dict[int, list[float]], new: list[float]) -> Stream:
+    stream = Stream()
+    for i, step in enumerate(steps):
+        per_chunk = {c: accs[i] for c, accs in chunks.items()}
+        stream.add(step, per_chunk, old=sum(per_chunk.values()) / len(per_chunk), new=new[i])
+    return stream
+
+
+def test_gap_depth_minimum_and_recovery_step():
+    # Before forgetting 0.9; the reset drops it to 0.5 (step 0), the minimum 0.3 comes at step 10,
+    # and accuracy is back at 0.9 at step 30.
+    stream = stream_of([0, 0, 10, 20, 30, 40], {1: [0.9, 0.5, 0.3, 0.6, 0.9, 0.95]}, [0.1, 0.1, 0.4, 0.7, 0.8, 0.85])
+    m = gap_metrics(stream, k=2)
+    assert m["acc_before"] == 0.9 and m["min_old"] == 0.3 and m["gap_depth"] == pytest.approx(0.6)
+    assert m["recovered"] == 1 and m["recovery_updates"] == 30
+    assert m["min_acc"] == 0.3
+    assert m["wc_acc"] == pytest.approx(0.85 / 2 + 0.5 * 0.3)
+    assert m["sgm_gap"] == pytest.approx(1 - np.mean([0.5, 0.3, 0.6, 0.9, 0.95]) / 0.9)
+
+
+def test_never_recovers():
+    stream = stream_of([0, 0, 10, 20], {1: [0.8, 0.8, 0.4, 0.7]}, [0.0, 0.0, 0.5, 0.9])
+    m = gap_metrics(stream, k=2)
+    assert m["recovered"] == 0 and "recovery_updates" not in m and m["gap_depth"] == pytest.approx(0.4)
+
+
+def test_no_drop_means_no_gap_and_immediate_recovery():
+    stream = stream_of([0, 0, 10], {1: [0.7, 0.7, 0.8]}, [0.2, 0.2, 0.6])
+    m = gap_metrics(stream, k=2)
+    assert m["gap_depth"] == 0.0 and m["recovered"] == 1 and m["recovery_updates"] == 0
+
+
+def test_min_acc_averages_the_minimum_of_each_earlier_chunk():
+    # Chunk 1 bottoms at 0.2, chunk 2 at 0.6: min-ACC 0.4; WC-ACC at chunk 3 = 0.9/3 + 2/3 * 0.4.
+    stream = stream_of([0, 0, 10, 20], {1: [0.9, 0.8, 0.2, 0.7], 2: [0.95, 0.9, 0.8, 0.6]}, [0.1, 0.1, 0.5, 0.9])
+    m = gap_metrics(stream, k=3)
+    assert m["min_acc"] == pytest.approx(0.4)
+    assert m["wc_acc"] == pytest.approx(0.9 / 3 + 2 / 3 * 0.4)
+
+
+def test_summary_over_chunks():
+    a = {"gap_depth": 0.2, "min_acc": 0.5, "wc_acc": 0.6, "sgm_gap": 0.1, "recovered": 1}
+    b = {"gap_depth": 0.4, "min_acc": 0.3, "wc_acc": 0.7, "sgm_gap": 0.3, "recovered": 0}
+    s = stability_summary([a, b])
+    assert s == {"gap_depth": pytest.approx(0.3), "min_acc": pytest.approx(0.4), "wc_acc": 0.7,
+                 "sgm_gap": pytest.approx(0.2), "never_recovered": 1}
+
+
+def test_soft_targets_follow_their_definition():
+    soft = SoftTargets(3, torch.device("cpu"))
+    # Class 0 has seen two correct images with softmax (0.8, 0.1, 0.1) and (0.6, 0.3, 0.1).
+    seen = torch.log(torch.tensor([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1]]))
+    soft.update(seen, torch.tensor([0, 0]))
+    soft.update(torch.log(torch.tensor([[0.2, 0.7, 0.1]])), torch.tensor([0]))  # wrong: not counted
+    logits = torch.log(torch.tensor([[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4]]))
+    targets = soft.targets(logits, torch.tensor([0, 0, 1]))
+    # Image 1 (class 0, predicted 1): mean row (0.7, 0.2, 0.1), entry 1 -> 1/3, entry 0 -> 1.
+    expected_1 = torch.tensor([1.0, 1 / 3, 0.1]) / (1 + 1 / 3 + 0.1)
+    # Image 2 (class 0, right): mean row with entry 0 -> 1.
+    expected_2 = torch.tensor([1.0, 0.2, 0.1]) / 1.3
+    # Image 3 (class 1, none seen yet, predicted 2): uniform, entry 2 -> 1/3 (already), entry 1 -> 1.
+    expected_3 = torch.tensor([1 / 3, 1.0, 1 / 3]) / (5 / 3)
+    torch.testing.assert_close(targets, torch.stack([expected_1, expected_2, expected_3]))
+    loss = soft.loss(logits, torch.tensor([0, 0, 1]))
+    torch.testing.assert_close(loss, -(targets * logits.log_softmax(1)).sum(1).mean())
+
+
+def test_class_mean_head_sets_rows_to_normalised_feature_means():
+    torch.manual_seed(0)
+    model = small_cnn(1, 10, width=4).eval()
+    x = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
+    y = torch.tensor([3] * 10 + [7] * 20)
+    old = model.head.weight.detach().clone()
+    assert class_mean_head(model, x, y) == [3, 7]
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(model.body(model.normalize(x.float() / 255)), dim=1)
+    torch.testing.assert_close(model.head.weight[3], f[:10].mean(0))
+    torch.testing.assert_close(model.head.weight[7], f[10:].mean(0))
+    assert model.head.bias[3] == 0 and model.head.bias[7] == 0
+    untouched = [c for c in range(10) if c not in (3, 7)]
+    assert torch.equal(model.head.weight[untouched], old[untouched])
+
+
+def test_warmup_ramps_the_learning_rate_linearly():
+    torch.manual_seed(0)
+    model = small_cnn(1, 10, width=4)
+    data = Data(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (64,)))
+    seen = []
+    trainer = Trainer(model, TrainParams(batch_size=8, lr=0.4), torch.device("cpu"), warmup_updates=4,
+                      probe=lambda step: seen.append(trainer.optimizer.lr), probe_every=1)
+    trainer.epoch(data, torch.Generator().manual_seed(0))
+    assert seen == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4])
+
+
+def test_class_incremental_chunks_hold_their_classes_and_stay_put():
+    pool = load_source(DigitsData(), seed=0).pool
+    chunks = [class_chunk_indices(pool.y, 2, 1000, k, seed=0) for k in range(1, 6)]
+    classes = [set(pool.y[c].tolist()) for c in chunks]
+    assert all(len(c) == 2 for c in classes) and set().union(*classes) == set(range(10))
+    assert all(a.isdisjoint(b) for i, a in enumerate(classes) for b in classes[i + 1:])
+    assert all(len(c) == np.isin(pool.y, list(cl)).sum() for c, cl in zip(chunks, classes))  # all their images
+    assert np.array_equal(class_chunk_indices(pool.y, 2, 100, 3, seed=0), class_chunk_indices(pool.y, 2, 100, 3, seed=0))
+    assert len(class_chunk_indices(pool.y, 2, 100, 3, seed=0)) == 100
+    with pytest.raises(LureError, match="data.classes_per_chunk: 6 class-incremental chunks of 2 classes need 12"):
+        class_chunk_indices(pool.y, 2, 100, 6, seed=0)
+
+
+def test_mitigations_are_options_of_any_method(params_dict):
+    params_dict["methods"]["scratch_sgm"] = {"kind": "scratch", "mitigate": {"soft_targets": True, "warmup": 0.3,
+                                                                             "head_init": "class_means"}}
+    m = parse_params(params_dict).methods["scratch_sgm"].mitigate
+    assert m.soft_targets and m.warmup == 0.3 and m.head_init == "class_means" and not m.fresh_optimizer
