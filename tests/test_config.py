@@ -139,3 +139,23 @@ def test_paper_preset_is_the_papers_recipe():
     assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (50, 64, 0.1, 0.9, 1e-4)
     assert (t.lr_milestones, t.lr_gamma, t.augment, t.select) == ([20, 40], 0.1, "crop_flip", "best_val")
     assert p.replay.mode == "full" and p.methods["lure"] == LureParams(fraction=0.2)
+
+
+def tracked_params() -> set[str]:
+    """Every params key that dvc.yaml's stages track (DVC refuses to run if one is missing)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    keys = set()
+    for stage in stages.values():
+        body = stage.get("do", stage)
+        keys |= {k.split(".${")[0] for k in body.get("params", [])}
+    return keys
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "presets").glob("*.yaml")) + ["../params.yaml"])
+def test_params_files_hold_every_tracked_section(preset):
+    raw = yaml.safe_load((ROOT / "presets" / preset).read_text())
+    for key in tracked_params():
+        node = raw
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{preset} lacks {key}, which dvc.yaml tracks"
+            node = node[part]
