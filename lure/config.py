@@ -150,12 +150,24 @@ class ScratchParams(MethodBase):
     kind: Literal["scratch"] = "scratch"
 
 
-class LureParams(MethodBase):
+class MaskParams(MethodBase):
+    """Re-initialise the lowest-scoring `fraction` of the weights over one global threshold; the
+    methods that share this differ in the score only (LURE: SNIP; magnitude: |theta|; random)."""
+
+    # Lowest-scoring fraction of the scored parameters, over one global threshold.
+    fraction: Fraction = 0.2
+    # all: every parameter competes for the threshold, BN gamma/beta and biases included, but
+    # only tensors named `weight` are reset (official LURE); weights: only `weight` tensors are scored.
+    score_params: Literal["all", "weights"] = "all"
+    # kaiming: fresh kaiming_uniform(a=sqrt(5)) draw, 1-D tensors as (n, 1), so BN gamma becomes
+    # U(-1, 1) (official LURE); module: the value a freshly built model would have (BN gamma = 1).
+    reinit: Literal["kaiming", "module"] = "kaiming"
+
+
+class LureParams(MaskParams):
     """SNIP-scored re-initialisation. Defaults reproduce the official code (NeurAI-Lab/LURE)."""
 
     kind: Literal["lure"] = "lure"
-    # Lowest-saliency fraction of the scored parameters, over one global threshold.
-    fraction: Fraction = 0.2
     # replay: the first images of the replay set in stored order, i.e. chunk 1's under full
     # replay (official); chunk: the new chunk's training images (official `-snip_no_replay`).
     score_data: Literal["replay", "chunk"] = "replay"
@@ -164,16 +176,94 @@ class LureParams(MethodBase):
     # eval: BN uses running statistics while scoring (official); train: batch statistics
     # (running statistics are left untouched either way).
     score_mode: Literal["eval", "train"] = "eval"
-    # all: every parameter competes for the threshold, BN gamma/beta and biases included, but
-    # only tensors named `weight` are reset (official); weights: only `weight` tensors are scored.
-    score_params: Literal["all", "weights"] = "all"
-    # kaiming: fresh kaiming_uniform(a=sqrt(5)) draw, 1-D tensors as (n, 1), so BN gamma becomes
-    # U(-1, 1) (official); module: the value a freshly built model would have (BN gamma = 1).
+
+
+class MagnitudeParams(MaskParams):
+    """Ablation of LURE: the lowest |theta| instead of the lowest |g * theta|, data-free."""
+
+    kind: Literal["magnitude"] = "magnitude"
+
+
+class RandomMaskParams(MaskParams):
+    """Ablation of LURE: the same fraction, chosen at random (tells "which" from "how many")."""
+
+    kind: Literal["random_mask"] = "random_mask"
+
+
+class ShrinkPerturbParams(MethodBase):
+    """Shrink & perturb (Ash & Adams 2020): theta <- shrink * theta + perturb * fresh, every
+    parameter. Defaults are the LURE code's (0.3, 0.001, kaiming); Ash & Adams' reference code
+    uses shrink 0.4, perturb 0.1 with a freshly initialised model (noise: module)."""
+
+    kind: Literal["shrink_perturb"] = "shrink_perturb"
+    shrink: Fraction = 0.3
+    perturb: Annotated[float, Field(ge=0.0)] = 0.001
+    # kaiming: kaiming_uniform(a=sqrt(5)) draws, 1-D tensors as (n, 1) (LURE code);
+    # module: a freshly built model's parameters (Ash & Adams).
+    noise: Literal["kaiming", "module"] = "kaiming"
+
+
+class LaterLayersParams(MethodBase):
+    """Later-layer forgetting (Zhou et al. 2022): re-initialise every layer from `from_layer` on,
+    the head included. Layer names are the architecture's (lure.models: `stem`, `layer1`, ...)."""
+
+    kind: Literal["later_layers"] = "later_layers"
+    from_layer: str = "layer3"  # official LURE code: all but conv1, layer1 and layer2 of a ResNet-18
+    # kaiming: conv and linear weights drawn from kaiming_uniform(a=sqrt(5)); BN, biases and
+    # shortcut convs kept (official LURE code); module: every parameter and BN statistic of those
+    # layers as a freshly built model has them.
     reinit: Literal["kaiming", "module"] = "kaiming"
 
 
+class HeadResetParams(MethodBase):
+    """Classifier-head reset (RIFLE, Li et al. 2020): the final linear layer re-initialised."""
+
+    kind: Literal["head_reset"] = "head_reset"
+    # module: weight and bias as a freshly built head has them (RIFLE); kaiming: the weight alone
+    # drawn from kaiming_uniform(a=sqrt(5)), what the official LURE code meant to do.
+    reinit: Literal["kaiming", "module"] = "module"
+
+
+class KnowledgeEvolutionParams(MethodBase):
+    """Knowledge Evolution (Taha et al. 2021): every layer split once into a fit part, kept, and a
+    reset part, re-initialised at every chunk; the split is fixed for a run (seed and method)."""
+
+    kind: Literal["knowledge_evolution"] = "knowledge_evolution"
+    # kels: the fit part is the first ceil(rate * C_out) filters over the first ceil(rate * C_in)
+    # input channels (the image channels and the classes are not split); wels: a random mask
+    # keeping each weight with probability `split_rate`.
+    split: Literal["kels", "wels"] = "kels"
+    split_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    reinit: Literal["kaiming", "module"] = "module"  # KE: the reset part takes a fresh model's values
+
+
+class RedoParams(MethodBase):
+    """ReDo (Sokar et al. 2023): recycle dormant units. A unit's score is its mean |activation| on
+    the scoring data over the mean of its layer; at or below `tau` it is dormant: its incoming
+    weights are drawn afresh, its BN entries reset, its outgoing weights and their momentum zeroed."""
+
+    kind: Literal["redo"] = "redo"
+    tau: Annotated[float, Field(ge=0.0)] = 0.1  # published: 0.025 or 0.1
+    score_batches: Annotated[int, Field(ge=1)] = 1
+    score_batch_size: Annotated[int, Field(ge=1)] = 256
+
+
+class ContinualBackpropParams(MethodBase):
+    """Continual backprop (Dohare et al. 2024): while training, per hidden unit a utility
+    u <- decay * u + (1 - decay) * |h| * mean |w_out|; units older than `maturity` updates are
+    eligible, and `replacement_rate` of them per update (accumulated) with the lowest utility are
+    replaced: incoming weights drawn afresh, outgoing weights zeroed. Nothing happens at the
+    chunk boundary itself."""
+
+    kind: Literal["continual_backprop"] = "continual_backprop"
+    replacement_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-5  # published (CIFAR-100): 1e-5
+    maturity: Annotated[int, Field(ge=0)] = 1000  # published: 1000
+    decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99  # published: 0.99
+
+
 # One params class per method kind (its function is in lure.forgetting.METHODS): add new ones here.
-METHOD_PARAMS = (WarmParams, ScratchParams, LureParams)
+METHOD_PARAMS = (WarmParams, ScratchParams, LureParams, MagnitudeParams, RandomMaskParams, ShrinkPerturbParams,
+                 LaterLayersParams, HeadResetParams, KnowledgeEvolutionParams, RedoParams, ContinualBackpropParams)
 MethodParams = Annotated[Union[METHOD_PARAMS], Field(discriminator="kind")]
 
 

@@ -1,9 +1,18 @@
 """Networks. Every model is `Network(normalize, body, head)`: it takes images as floats in [0, 1],
 normalises them inside (so checkpoints carry their input statistics), and ends in a linear
-`head`. Forgetting methods find layers by this structure (`head`, the body's blocks in order),
-never by an architecture's own names."""
+`head`. Each architecture declares, where it is built, what forgetting methods need to know of
+it, so that no method hard-codes a module name:
+
+- `layers`: its layers in forward order under common names (`stem`, `layer1`, ..., `head`);
+- `units`: its layers of hidden units (a conv's output channels after BatchNorm and ReLU, and the
+  layer that reads them), for unit-level resets (ReDo, continual backprop);
+- `conv_init`: the distribution its convolutions are initialised from.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,12 +30,26 @@ class Normalize(nn.Module):
         return (x - self.mean[:, None, None]) / self.std[:, None, None]
 
 
+@dataclass(frozen=True)
+class Units:
+    """A layer of hidden units: unit c is output channel c of `conv`, after `bn` and a ReLU, and
+    input channel c of `consumer` (a conv or linear layer). Module paths within the Network."""
+
+    conv: str
+    bn: str
+    consumer: str
+
+
 class Network(nn.Module):
-    def __init__(self, in_channels: int, body: nn.Module, features: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, body: nn.Module, features: int, num_classes: int, *,
+                 layers: dict[str, list[str]], units: list[Units], conv_init: str) -> None:
         super().__init__()
         self.normalize = Normalize(in_channels)
         self.body = body  # images -> (N, features)
         self.head = nn.Linear(features, num_classes)
+        self.layers = {**layers, "head": ["head"]}  # name -> module paths, in forward order
+        self.units = units
+        self.conv_init = conv_init  # "uniform_fan_in" (PyTorch's default) | "normal_fan_out"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.normalize(x)))
@@ -46,7 +69,12 @@ def small_cnn(in_channels: int, num_classes: int, width: int = 32) -> Network:
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
-    return Network(in_channels, body, 4 * width, num_classes)
+    blocks = ["body.0", "body.1", "body.3"]
+    return Network(in_channels, body, 4 * width, num_classes,
+                   layers={f"layer{i}": [block] for i, block in enumerate(blocks, start=1)},
+                   units=[Units(f"{block}.0", f"{block}.1", f"{reader}.0" if reader != "head" else reader)
+                          for block, reader in zip(blocks, [*blocks[1:], "head"])],
+                   conv_init="uniform_fan_in")
 
 
 def resnet(arch: str, in_channels: int, num_classes: int) -> Network:
@@ -62,7 +90,15 @@ def resnet(arch: str, in_channels: int, num_classes: int) -> Network:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     features = net.fc.in_features
     net.fc = nn.Identity()
-    return Network(in_channels, net, features, num_classes)
+    stages = [f"layer{i}" for i in range(1, 5)]
+    # Hidden units inside each residual block (conv1 -> conv2, and conv2 -> conv3 in a bottleneck);
+    # a block's output channels are summed with its shortcut, so they are no units of one layer.
+    units = [Units(f"body.{stage}.{b}.conv{i}", f"body.{stage}.{b}.bn{i}", f"body.{stage}.{b}.conv{i + 1}")
+             for stage in stages for b, block in enumerate(getattr(net, stage))
+             for i in range(1, 3 if isinstance(block, models.resnet.Bottleneck) else 2)]
+    return Network(in_channels, net, features, num_classes,
+                   layers={"stem": ["body.conv1", "body.bn1"], **{stage: [f"body.{stage}"] for stage in stages}},
+                   units=units, conv_init="normal_fan_out")  # torchvision: kaiming_normal_(mode="fan_out")
 
 
 def build_model(params: ModelParams, in_channels: int, num_classes: int) -> Network:
@@ -81,3 +117,15 @@ def set_input_stats(model: Network, images: torch.Tensor) -> None:
     dims = [0, 2, 3]
     model.normalize.mean.copy_(images.mean(dims))
     model.normalize.std.copy_(images.std(dims).clamp_min(1e-3))
+
+
+def initial_draw(model: Network, module: nn.Module, rows: int, generator: torch.Generator) -> torch.Tensor:
+    """Fresh incoming weights for `rows` output units of `module` (conv or linear), from the
+    distribution the architecture initialises it with (on the CPU)."""
+    shape = (rows, *module.weight.shape[1:])
+    receptive = math.prod(module.weight.shape[2:])
+    if isinstance(module, nn.Conv2d) and model.conv_init == "normal_fan_out":
+        std = math.sqrt(2.0 / (module.weight.shape[0] * receptive))
+        return torch.randn(shape, generator=generator) * std
+    bound = 1.0 / math.sqrt(module.weight.shape[1] * receptive)  # kaiming_uniform_(a=sqrt(5))
+    return (torch.rand(shape, generator=generator) * 2 - 1) * bound

@@ -40,8 +40,9 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-# Independent random streams (with the seed and the chunk number) for each purpose.
-SHUFFLE_STREAM, FORGET_STREAM, FRESH_MODEL_STREAM = 0, 1, 2
+# Independent random streams (with the seed and the chunk number) for each purpose; SPLIT_STREAM
+# without the chunk number: draws that stay the same for a whole run.
+SHUFFLE_STREAM, FORGET_STREAM, FRESH_MODEL_STREAM, SPLIT_STREAM = 0, 1, 2, 3
 
 
 def provenance(seed: int, device: torch.device) -> dict[str, str | int]:
@@ -166,6 +167,10 @@ class SGD:
     def momentum_state(self) -> dict[str, torch.Tensor]:
         return {n: b.detach().cpu().clone() for n, b in zip(self.names, self.buffers)}
 
+    def momentum_buffers(self) -> dict[str, torch.Tensor]:
+        """The live momentum buffers by parameter name (a method may clear entries it resets)."""
+        return dict(zip(self.names, self.buffers))
+
 
 def lr_at(params: TrainParams, epoch: int) -> float:
     """Step schedule within a chunk (epoch counted from 0): LR x gamma at each milestone passed."""
@@ -173,6 +178,7 @@ def lr_at(params: TrainParams, epoch: int) -> float:
 
 
 Probe = Callable[[int], None]  # called with the number of updates so far, e.g. to evaluate
+AfterStep = Callable[[SGD], None]  # called after every optimizer step, e.g. to replace units
 
 
 class Trainer:
@@ -180,7 +186,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, params: TrainParams, device: torch.device,
                  momentum: dict[str, torch.Tensor] | None = None, *, soft_targets: SoftTargets | None = None,
-                 warmup_updates: int = 0, probe: Probe | None = None, probe_every: int = 0) -> None:
+                 warmup_updates: int = 0, probe: Probe | None = None, probe_every: int = 0,
+                 after_step: AfterStep | None = None) -> None:
         self.model, self.params = model, params
         self.bf16, self.channels_last = fast_path(params, device)
         if self.channels_last:
@@ -189,6 +196,7 @@ class Trainer:
         self.optimizer = SGD(list(model.named_parameters()), params.lr, params.momentum, params.weight_decay, momentum)
         self.soft_targets, self.warmup_updates = soft_targets, warmup_updates
         self.probe, self.probe_every = probe, probe_every
+        self.after_step = after_step
         self.base_lr, self.updates = params.lr, 0
 
     def epoch(self, train: Data, generator: torch.Generator) -> tuple[int, int]:
@@ -219,6 +227,8 @@ class Trainer:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
+            if self.after_step:
+                self.after_step(self.optimizer)
             self.updates += 1
             updates += 1
             images += len(index)
@@ -242,9 +252,11 @@ def fit(
     mitigate: Mitigations | None = None,
     probe: Probe | None = None,
     probe_every: int = 0,
+    after_step: AfterStep | None = None,
 ) -> FitResult:
     """Train `model` in place for one chunk; it ends holding the selected checkpoint.
-    `probe` (if any) runs before the first update and every `probe_every` updates."""
+    `probe` (if any) runs before the first update and every `probe_every` updates; `after_step`
+    (if any) after every optimizer step."""
     start = time.perf_counter()
     device = train.y.device
     mitigate = mitigate or Mitigations()
@@ -252,7 +264,7 @@ def fit(
         model, params, device, None if mitigate.fresh_optimizer else momentum,
         soft_targets=SoftTargets(model.head.out_features, device) if mitigate.soft_targets else None,
         warmup_updates=round(mitigate.warmup * params.epochs * updates_per_epoch(len(train), params.batch_size)),
-        probe=probe, probe_every=probe_every,
+        probe=probe, probe_every=probe_every, after_step=after_step,
     )
     if probe:
         probe(0)
@@ -294,12 +306,23 @@ def fast_path(params: TrainParams, device: torch.device) -> tuple[bool, bool]:
 # --- checkpoints ------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], momentum: dict[str, torch.Tensor] | None = None) -> None:
-    """Weights and buffers (a cpu_state) with the SGD momentum to carry into the next chunk."""
+@dataclass
+class Carried:
+    """What a checkpoint carries into the next chunk besides the weights."""
+
+    momentum: dict[str, torch.Tensor]  # SGD momentum by parameter name
+    method_state: dict  # a method's own state (continual backprop's unit utilities and ages)
+
+
+def save_checkpoint(path: str | Path, weights: dict[str, torch.Tensor], momentum: dict[str, torch.Tensor] | None = None,
+                    method_state: dict | None = None) -> None:
+    """Weights and buffers (a cpu_state) with the SGD momentum and the method's state to carry
+    into the next chunk."""
     # Serialised in memory: torch.save names the archive's records after the file it writes,
     # and the temporary file's random name would make equal checkpoints differ byte-wise.
     buffer = io.BytesIO()
-    torch.save({"model": weights, "momentum": momentum or {}}, buffer)
+    torch.save({"model": weights, "momentum": momentum or {}, **({"method_state": method_state} if method_state else {})},
+               buffer)
     write_bytes(path, buffer.getvalue())
 
 
@@ -308,11 +331,11 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def load_checkpoint(path: str | Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    """Load weights into `model`; return the saved SGD momentum by parameter name."""
+def load_checkpoint(path: str | Path, model: nn.Module) -> Carried:
+    """Load weights into `model`; return what the checkpoint carries into the next chunk."""
     path = Path(path)
     if not path.is_file():
         raise LureError(f"{path} is missing: run the stage that writes it (dvc repro)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
-    return state["momentum"]
+    return Carried(state["momentum"], state.get("method_state", {}))

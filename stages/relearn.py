@@ -18,7 +18,7 @@ from lure.mitigations import class_mean_head
 from lure.models import model_for
 from lure.stability import Stream, gap_metrics
 from lure.train import (
-    FORGET_STREAM, FRESH_MODEL_STREAM, SHUFFLE_STREAM, Data, accuracy, cpu_state, derive_seed, fit,
+    FORGET_STREAM, FRESH_MODEL_STREAM, SHUFFLE_STREAM, SPLIT_STREAM, Data, accuracy, cpu_state, derive_seed, fit,
     load_checkpoint, pick_device, provenance, replay_data, save_checkpoint, seeded,
 )
 
@@ -49,7 +49,7 @@ def main(method: str, chunk: int, params: str = "params.yaml") -> None:
         return model_for(p.model, meta).to(device)
 
     model = new_model()
-    momentum = load_checkpoint(paths.model_path(method, chunk - 1), model)
+    carried = load_checkpoint(paths.model_path(method, chunk - 1), model)
     init = new_model()
     load_checkpoint(paths.INIT_MODEL, init)
     method_key = zlib.crc32(method.encode())  # a stable number per method name
@@ -65,6 +65,9 @@ def main(method: str, chunk: int, params: str = "params.yaml") -> None:
         replay=train,
         chunk=new,
         generator=seeded(p.seed, chunk, FORGET_STREAM, method_key),
+        run_generator=seeded(p.seed, SPLIT_STREAM, method_key),
+        momentum=carried.momentum,
+        state=carried.method_state,
     )
     # Continual evaluation on held-out images of every chunk so far: before the method forgets
     # (step 0), after it (step 0 again), and every `stability.every` updates while relearning.
@@ -80,16 +83,24 @@ def main(method: str, chunk: int, params: str = "params.yaml") -> None:
     if every:
         probe(0)
     start = time.perf_counter()
-    reset = forget(model, settings, ctx)
+    try:
+        reset = forget(model, settings, ctx)
+    except LureError as err:  # a setting that does not fit the model, e.g. a layer name
+        raise LureError(f"methods.{method}.{err}") from None
     if settings.mitigate.head_init == "class_means" and reset.get("head.weight") == 1.0:
         class_mean_head(model, train.x, train.y)
     forget_s = time.perf_counter() - start
-    result = fit(model, train, val, p.train, seeded(p.seed, chunk, SHUFFLE_STREAM), momentum,
-                 mitigate=settings.mitigate, probe=probe if every else None, probe_every=every)
+    hook = ctx.during_training
+    result = fit(model, train, val, p.train, seeded(p.seed, chunk, SHUFFLE_STREAM), ctx.momentum,
+                 mitigate=settings.mitigate, probe=probe if every else None, probe_every=every,
+                 after_step=hook.after_step if hook else None)
+    method_state = hook.close() if hook else {}
+    if hook:
+        reset = {**reset, **hook.reset}
 
     n_params = {name: t.numel() for name, t in model.named_parameters()}
     reset_total = sum(reset.get(name, 0.0) * n for name, n in n_params.items()) / sum(n_params.values())
-    save_checkpoint(paths.model_path(method, chunk), cpu_state(model), result.momentum)
+    save_checkpoint(paths.model_path(method, chunk), cpu_state(model), result.momentum, method_state)
     with atomic_dir(paths.stream_dir(method, chunk)) as tmp:
         live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
         for i, step in enumerate(stream.steps):

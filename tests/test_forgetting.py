@@ -80,7 +80,7 @@ def digits_batch(n=64):
     return Data(x, torch.from_numpy(d.target[:n]).long())
 
 
-def context(model_factory, data, seed=0):
+def context(model_factory, data, seed=0, run_seed=100):
     init = model_factory()
     return ForgetContext(
         init_state=init.state_dict(),
@@ -88,6 +88,7 @@ def context(model_factory, data, seed=0):
         replay=data,
         chunk=data,
         generator=torch.Generator().manual_seed(seed),
+        run_generator=torch.Generator().manual_seed(run_seed),
     )
 
 

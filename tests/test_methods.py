@@ -1,0 +1,228 @@
+"""The other forgetting methods on small models: exactly the intended parameters change, by the
+intended rule, and the layers they name are found in every architecture."""
+
+import math
+
+import pytest
+import torch
+
+from lure.config import (
+    HeadResetParams, KnowledgeEvolutionParams, LaterLayersParams, LureParams, MagnitudeParams, RandomMaskParams,
+    ShrinkPerturbParams,
+)
+from lure.errors import LureError
+from lure.forgetting import forget, kaiming_draw
+from lure.models import resnet, small_cnn
+from tests.test_forgetting import context, digits_batch, trained_like_model
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def fresh_cnn(seed=123):
+    def build():
+        torch.manual_seed(seed)
+        return small_cnn(1, 10, width=8)
+    return build
+
+
+def changed_tensors(model, before):
+    return {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+
+
+# --- shrink & perturb ------------------------------------------------------------------------
+
+
+def test_shrink_perturb_with_kaiming_noise_is_lambda_theta_plus_sigma_draw():
+    model = trained_like_model()
+    before = snapshot(model)
+    reset = forget(model, ShrinkPerturbParams(shrink=0.3, perturb=0.001), context(fresh_cnn(), digits_batch(), seed=5))
+    generator = torch.Generator().manual_seed(5)  # the same draws, one per parameter, in order
+    for n, p in model.named_parameters():
+        draw = kaiming_draw(p.shape, generator)
+        torch.testing.assert_close(p.detach(), 0.3 * before[n] + 0.001 * draw, rtol=0, atol=1e-7)
+    assert reset == {n: pytest.approx(0.7) for n in before}
+
+
+def test_shrink_perturb_with_module_noise_uses_a_fresh_models_values():
+    model = trained_like_model()
+    before = snapshot(model)
+    forget(model, ShrinkPerturbParams(shrink=0.4, perturb=0.1, noise="module"), context(fresh_cnn(), digits_batch()))
+    fresh = dict(fresh_cnn()().named_parameters())
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), 0.4 * before[n] + 0.1 * fresh[n].detach(), rtol=0, atol=1e-7)
+
+
+def test_shrink_perturb_extremes_are_warm_start_and_a_fresh_model():
+    model = trained_like_model()
+    before = snapshot(model)
+    forget(model, ShrinkPerturbParams(shrink=1.0, perturb=0.0), context(fresh_cnn(), digits_batch()))
+    assert changed_tensors(model, before) == set()
+    forget(model, ShrinkPerturbParams(shrink=0.0, perturb=1.0, noise="module"), context(fresh_cnn(), digits_batch()))
+    fresh = dict(fresh_cnn()().named_parameters())
+    assert all(torch.equal(p.detach(), fresh[n].detach()) for n, p in model.named_parameters())
+
+
+# --- later layers and the head -----------------------------------------------------------------
+
+
+def test_later_layers_official_resets_conv_and_linear_weights_from_the_layer_on():
+    model = trained_like_model()
+    before = snapshot(model)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    reset = forget(model, LaterLayersParams(from_layer="layer2"), context(fresh_cnn(), digits_batch(), seed=2))
+    # small_cnn's layers: layer1 = body.0, layer2 = body.1, layer3 = body.3, head
+    assert changed_tensors(model, before) == {"body.1.0.weight", "body.3.0.weight", "head.weight"}
+    assert set(reset) == {"body.1.0.weight", "body.3.0.weight", "head.weight"} and set(reset.values()) == {1.0}
+    generator = torch.Generator().manual_seed(2)
+    for n in ["body.1.0.weight", "body.3.0.weight", "head.weight"]:  # drawn in parameter order
+        assert torch.equal(dict(model.named_parameters())[n].detach(), kaiming_draw(before[n].shape, generator))
+    assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())
+
+
+def test_later_layers_module_makes_those_layers_a_fresh_models():
+    model = trained_like_model()
+    model.train()(digits_batch().x.float() / 255)  # move the BN running statistics
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    forget(model, LaterLayersParams(from_layer="layer3", reinit="module"), context(fresh_cnn(), digits_batch()))
+    fresh = fresh_cnn()().state_dict()
+    for k, v in model.state_dict().items():
+        later = k.startswith(("body.3.", "head."))
+        assert torch.equal(v, fresh[k] if later else before[k]), k
+
+
+def test_later_layers_resolves_resnet_names_and_refuses_unknown_layers():
+    torch.manual_seed(0)
+    model = resnet("resnet18", 3, 10)
+    assert list(model.layers) == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    before = snapshot(model)
+    forget(model, LaterLayersParams(), context(lambda: resnet("resnet18", 3, 10), digits_batch()))
+    changed = changed_tensors(model, before)
+    expected = {n for n, p in model.named_parameters()
+                if n.startswith(("body.layer3.", "body.layer4.", "head.")) and p.dim() >= 2}
+    assert changed == expected  # convs (shortcuts included) and the head's weight; BN and biases kept
+    assert any("downsample" in n for n in changed)
+    with pytest.raises(LureError, match=r"from_layer: 'layer5' is not a layer .*stem, layer1, layer2, layer3, layer4, head"):
+        forget(model, LaterLayersParams(from_layer="layer5"), context(lambda: resnet("resnet18", 3, 10), digits_batch()))
+
+
+@pytest.mark.parametrize("reinit", ["module", "kaiming"])
+def test_head_reset_touches_only_the_head(reinit):
+    model = trained_like_model()
+    before = snapshot(model)
+    reset = forget(model, HeadResetParams(reinit=reinit), context(fresh_cnn(), digits_batch()))
+    head = dict(model.named_parameters())
+    fresh = dict(fresh_cnn()().named_parameters())
+    if reinit == "module":
+        assert changed_tensors(model, before) == {"head.weight", "head.bias"}
+        assert torch.equal(head["head.weight"].detach(), fresh["head.weight"].detach())
+        assert torch.equal(head["head.bias"].detach(), fresh["head.bias"].detach())
+    else:
+        assert changed_tensors(model, before) == {"head.weight"}
+    assert reset["head.weight"] == 1.0  # what `mitigate.head_init: class_means` keys on
+
+
+# --- masks: magnitude and random, against LURE --------------------------------------------------
+
+
+def weight_masks(model, before):
+    return {n: p.detach() != before[n] for n, p in model.named_parameters() if n.endswith("weight")}
+
+
+def test_magnitude_resets_exactly_the_lowest_absolute_weights():
+    model = trained_like_model()
+    before = snapshot(model)
+    forget(model, MagnitudeParams(fraction=0.3, score_params="weights"), context(fresh_cnn(), digits_batch()))
+    masks = weight_masks(model, before)
+    reset_old = torch.cat([before[n][m].abs() for n, m in masks.items()])
+    kept = torch.cat([before[n][~m].abs() for n, m in masks.items()])
+    assert reset_old.numel() == round(0.3 * (reset_old.numel() + kept.numel()))
+    assert reset_old.max() <= kept.min()  # one global threshold on |theta|
+    assert changed_tensors(model, before) <= set(masks)
+
+
+def test_random_mask_resets_as_many_as_lure_but_others():
+    counts, masks = {}, {}
+    for params in [LureParams(fraction=0.25, score_params="weights"),
+                   RandomMaskParams(fraction=0.25, score_params="weights")]:
+        model = trained_like_model()
+        before = snapshot(model)
+        forget(model, params, context(fresh_cnn(), digits_batch(), seed=4))
+        m = weight_masks(model, before)
+        counts[params.kind] = sum(int(v.sum()) for v in m.values())
+        masks[params.kind] = torch.cat([v.flatten() for v in m.values()])
+    assert counts["random_mask"] == counts["lure"] == round(0.25 * masks["lure"].numel())
+    overlap = (masks["lure"] & masks["random_mask"]).sum() / masks["lure"].sum()
+    assert overlap < 0.5  # chance level: about a quarter
+
+
+def test_random_mask_is_spread_over_every_tensor_in_proportion():
+    model = trained_like_model()
+    before = snapshot(model)
+    forget(model, RandomMaskParams(fraction=0.5, score_params="weights"), context(fresh_cnn(), digits_batch()))
+    for n, m in weight_masks(model, before).items():
+        if m.numel() >= 500:
+            assert 0.4 < m.float().mean() < 0.6, n
+
+
+# --- Knowledge Evolution --------------------------------------------------------------------------
+
+
+def test_kels_keeps_the_first_filters_over_the_first_inputs_and_resets_the_rest():
+    model = trained_like_model()
+    before = snapshot(model)
+    reset = forget(model, KnowledgeEvolutionParams(split="kels", split_rate=0.5), context(fresh_cnn(), digits_batch()))
+    fresh = dict(fresh_cnn()().named_parameters())
+    after = dict(model.named_parameters())
+    for n, p in before.items():
+        keep = torch.zeros(p.shape, dtype=torch.bool)
+        out = p.shape[0] if n.startswith("head.") else math.ceil(0.5 * p.shape[0])  # classes are not split
+        if p.dim() == 1:
+            keep[:out] = True
+        else:
+            inputs = p.shape[1] if n == "body.0.0.weight" else math.ceil(0.5 * p.shape[1])  # nor the image channels
+            keep[:out, :inputs] = True
+        assert torch.equal(after[n].detach()[keep], p[keep]), n
+        assert torch.equal(after[n].detach()[~keep], fresh[n].detach()[~keep]), n
+        assert reset.get(n, 0.0) == pytest.approx((~keep).float().mean().item())
+    conv = before["body.1.0.weight"]  # (16, 8, 3, 3): 8 of 16 filters over 4 of 8 inputs kept
+    assert reset["body.1.0.weight"] == pytest.approx(1 - (8 * 4) / (16 * 8)) and conv.shape[:2] == (16, 8)
+
+
+def test_wels_split_is_fixed_for_a_run_and_keeps_about_the_rate():
+    masks = []
+    for chunk_seed in [1, 2]:  # two chunks of one run: new draws, the same split
+        model = trained_like_model()
+        before = snapshot(model)
+        forget(model, KnowledgeEvolutionParams(split="wels", split_rate=0.7, reinit="kaiming"),
+               context(fresh_cnn(), digits_batch(), seed=chunk_seed, run_seed=9))
+        masks.append(torch.cat([(p.detach() != before[n]).flatten() for n, p in model.named_parameters()]))
+    assert torch.equal(masks[0], masks[1])
+    assert 0.25 < masks[0].float().mean() < 0.35
+    model = trained_like_model()
+    before = snapshot(model)
+    forget(model, KnowledgeEvolutionParams(split="wels", split_rate=0.7, reinit="kaiming"),
+           context(fresh_cnn(), digits_batch(), run_seed=10))
+    other_run = torch.cat([(p.detach() != before[n]).flatten() for n, p in model.named_parameters()])
+    assert not torch.equal(other_run, masks[0])
+
+
+# --- the architectures declare what the methods need ------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "resnet50"])
+def test_layers_cover_every_parameter_once_and_units_chain(arch):
+    torch.manual_seed(0)
+    model = small_cnn(3, 10, 8) if arch == "small_cnn" else resnet(arch, 3, 10)
+    owners = {}
+    for layer, paths in model.layers.items():
+        for path in paths:
+            for name, _ in model.get_submodule(path).named_parameters():
+                owners.setdefault(f"{path}.{name}", []).append(layer)
+    assert set(owners) == {n for n, _ in model.named_parameters()}
+    assert all(len(v) == 1 for v in owners.values())
+    assert list(model.layers)[-1] == "head" and model.units
+    for units in model.units:
+        conv, bn, consumer = (model.get_submodule(p) for p in (units.conv, units.bn, units.consumer))
+        assert conv.out_channels == bn.num_features == consumer.weight.shape[1]

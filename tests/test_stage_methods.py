@@ -1,0 +1,90 @@
+"""Every forgetting method through the real stages (prepare, learn, branch, relearn) on a new
+chunk of digits, in process: what each records, and what continual backprop carries over to the
+chunk after."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from lure.config import METHOD_KINDS
+from tests.test_config import run_stage
+
+TINY = {
+    "data": {"source": "digits", "chunk_size": 120},
+    "chunks": [{"k": 2, "prev": 1}, {"k": 3, "prev": 2}],
+    "model": {"width": 4},
+    "train": {"device": "cpu", "epochs": 2, "batch_size": 16, "lr_milestones": [2]},
+    "stability": {"every": 5, "samples": 20},
+    "robustness": {"corruptions": "none"},
+}
+CHUNK_2_UPDATES = 28  # 2 epochs of 216 images (chunks 1 and 2) in batches of 16
+# Settings that make each method act within a tiny run; continual backprop's units come of age
+# only after chunk 2, so it can replace units in chunk 3 only if it carried their ages over.
+SETTINGS = {"continual_backprop": {"maturity": CHUNK_2_UPDATES, "replacement_rate": 0.1}, "redo": {"tau": 0.5},
+            "later_layers": {"from_layer": "layer2"}}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Each method's relearn metrics for chunk 2 (and 3 for continual backprop), and the run directory."""
+    from stages import branch, learn, prepare, relearn
+
+    root = tmp_path_factory.mktemp("methods")
+    params = {**TINY, "methods": {kind: SETTINGS.get(kind, {}) for kind in METHOD_KINDS}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        prepare.main()
+        learn.main()
+        for method in params["methods"]:
+            branch.main(method)
+            relearn.main(method, 2)
+        relearn.main("continual_backprop", 3)
+    metrics = {m: {2: json.loads((root / f"metrics/relearn/{m}/chunk_2.json").read_text())} for m in params["methods"]}
+    metrics["continual_backprop"][3] = json.loads((root / "metrics/relearn/continual_backprop/chunk_3.json").read_text())
+    return metrics, root
+
+
+def test_every_method_records_what_it_reset(runs):
+    metrics, _ = runs
+    reset = {m: metrics[m][2]["reset_fraction"] for m in metrics}
+    assert reset["warm"] == 0.0
+    assert metrics["continual_backprop"][2]["updates"] == CHUNK_2_UPDATES
+    assert reset["continual_backprop"] == 0.0  # no unit older than its maturity yet
+    assert reset["scratch"] == 1.0
+    assert reset["shrink_perturb"] == pytest.approx(0.7)  # 1 - shrink
+    for m in ("lure", "magnitude", "random_mask"):
+        assert 0.15 < reset[m] <= 0.2  # biases compete for the 20 % but are not reset
+    assert metrics["head_reset"][2]["reset"] == {"head.weight": 1.0, "head.bias": 1.0}
+    assert set(metrics["later_layers"][2]["reset"]) == {"body.1.0.weight", "body.3.0.weight", "head.weight"}
+    assert 0.5 < reset["knowledge_evolution"] < 0.9
+    assert 0 < reset["redo"] < 1
+    for m in metrics:
+        assert metrics[m][2]["updates"] == CHUNK_2_UPDATES and 0 <= metrics[m][2]["val_acc"] <= 1
+
+
+def test_continual_backprop_replaces_units_once_mature_and_carries_its_state(runs):
+    metrics, root = runs
+    assert metrics["continual_backprop"][3]["reset_fraction"] > 0  # ages carried from chunk 2: mature now
+    state = torch.load(root / "models/continual_backprop/chunk_3.pt", weights_only=True)["method_state"]
+    updates = metrics["continual_backprop"][2]["updates"] + metrics["continual_backprop"][3]["updates"]
+    assert all(int(age.max()) <= updates for age in state["age"])
+    assert any(int(age.max()) > metrics["continual_backprop"][3]["updates"] for age in state["age"])
+    assert "method_state" not in torch.load(root / "models/warm/chunk_2.pt", weights_only=True)
+
+
+def test_an_unknown_layer_name_is_refused_naming_the_key(runs, tmp_path):
+    _, root = runs
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"]["later_layers"]["from_layer"] = "layer9"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for path in ["data", "models"]:
+        (tmp_path / path).symlink_to(root / path)
+    result = run_stage("stages.relearn", "later_layers", "2", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "methods.later_layers.from_layer: 'layer9' is not a layer" in result.stderr
+    assert not (tmp_path / "metrics").exists()
+
+

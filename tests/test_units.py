@@ -1,0 +1,162 @@
+"""Unit-level resets on a small CNN: activity against a hand computation, ReDo recycles exactly
+the dormant units, continual backprop's utility and replacement follow their definitions."""
+
+import pytest
+import torch
+
+from lure.config import RedoParams, TrainParams
+from lure.forgetting import forget
+from lure.train import SGD
+from lure.units import ContinualBackprop, unit_activity
+from tests.test_forgetting import context, digits_batch, trained_like_model
+from tests.test_methods import fresh_cnn
+
+
+def hand_activity(model, x):
+    """Mean post-ReLU activation per channel of each conv-BN block of small_cnn, by hand."""
+    model.eval()
+    h = model.normalize(x.float() / 255)
+    body = model.body
+    out = []
+    with torch.no_grad():
+        for i, block in enumerate([body[0], body[1], body[3]]):
+            if i == 2:
+                h = body[2](h)  # the max-pool between blocks 2 and 3
+            conv, bn = block[0], block[1]
+            z = (conv(h) - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
+            h = torch.relu(z * bn.weight[:, None, None] + bn.bias[:, None, None])
+            out.append(h.mean(dim=(0, 2, 3)))
+    return out
+
+
+def test_unit_activity_matches_a_hand_computation_and_changes_nothing():
+    model = trained_like_model()
+    data = digits_batch(48)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    activity = unit_activity(model, [(data.x[:32], data.y[:32]), (data.x[32:], data.y[32:])])
+    for got, want in zip(activity, hand_activity(model, data.x)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def dormant_model():
+    model = trained_like_model()
+    with torch.no_grad():
+        model.body[1][1].bias[[3, 11]] = -100.0  # units 3 and 11 of the second block never fire
+    return model
+
+
+def test_redo_recycles_exactly_the_units_at_or_below_tau():
+    model = dormant_model()
+    data = digits_batch(64)
+    tau = 0.3
+    activity = hand_activity(dormant_model(), data.x)
+    dormant = [set((a / a.mean() <= tau).nonzero().flatten().tolist()) for a in activity]
+    assert {3, 11} <= dormant[1] and len(dormant[1]) < 16  # a real choice, not all or nothing
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = context(fresh_cnn(), data, seed=3)
+    ctx.momentum = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    reset = forget(model, RedoParams(tau=tau, score_batch_size=64), ctx)
+    after = model.state_dict()
+
+    # The rule, layer by layer in forward order: the recycled units' incoming rows drawn afresh
+    # (within the layer's init bound), their BatchNorm entries a fresh layer's, their outgoing
+    # weights zero, the momentum of all of these cleared; everything else untouched.
+    expected = {k: v.clone() for k, v in before.items()}
+    momentum = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    layers = [("body.0.0", "body.0.1", "body.1.0"), ("body.1.0", "body.1.1", "body.3.0"), ("body.3.0", "body.3.1", "head")]
+    for (conv, bn, consumer), units in zip(layers, dormant):
+        idx = sorted(units)
+        if idx:
+            assert not torch.equal(after[f"{conv}.weight"][idx], before[f"{conv}.weight"][idx])
+            assert after[f"{conv}.weight"][idx].abs().max() <= 1 / before[f"{conv}.weight"][0].numel() ** 0.5
+        expected[f"{conv}.weight"][idx] = after[f"{conv}.weight"][idx]
+        for key, fresh in [("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)]:
+            expected[f"{bn}.{key}"][idx] = fresh
+        expected[f"{consumer}.weight"][:, idx] = 0.0
+        for name in [f"{conv}.weight", f"{bn}.weight", f"{bn}.bias"]:
+            momentum[name][idx] = 0.0
+        momentum[f"{consumer}.weight"][:, idx] = 0.0
+    assert all(torch.equal(after[k], expected[k]) for k in after), [k for k in after if not torch.equal(after[k], expected[k])]
+    assert all(torch.equal(ctx.momentum[k], momentum[k]) for k in momentum)
+    assert reset["body.1.1.weight"] == pytest.approx(len(dormant[1]) / 16)
+
+
+def test_redo_with_tau_zero_recycles_only_silent_units():
+    model = dormant_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    forget(model, RedoParams(tau=0.0), context(fresh_cnn(), digits_batch()))
+    changed_rows = (model.state_dict()["body.1.0.weight"] != before["body.1.0.weight"]).flatten(1).any(1)
+    assert changed_rows.nonzero().flatten().tolist() == [3, 11]
+
+
+def train_step(model, optimizer, x, y):
+    logits = model(x.float() / 255)
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    optimizer.step()
+
+
+def test_continual_backprop_utility_follows_its_definition():
+    model = trained_like_model().train()
+    data = digits_batch(32)
+    optimizer = SGD(list(model.named_parameters()), 0.01, 0.9, 0.0)
+    cbp = ContinualBackprop(model, replacement_rate=0.0, maturity=10**9, decay=0.9,
+                            generator=torch.Generator().manual_seed(0), state={})
+    # the activity of the step's forward pass (batch statistics, weights before the step)
+    activities = []
+    with torch.no_grad():
+        h = model.normalize(data.x.float() / 255)
+        for i, block in enumerate([model.body[0], model.body[1], model.body[3]]):
+            if i == 2:
+                h = model.body[2](h)
+            z = block[0](h)
+            mean, var = z.mean(dim=(0, 2, 3)), z.var(dim=(0, 2, 3), unbiased=False)  # batch statistics
+            h = torch.relu((z - mean[:, None, None]) / torch.sqrt(var[:, None, None] + 1e-5)
+                           * block[1].weight[:, None, None] + block[1].bias[:, None, None])
+            activities.append(h.mean(dim=(0, 2, 3)))
+    train_step(model, optimizer, data.x, data.y)
+    cbp.after_step(optimizer)
+    consumers = [model.body[1][0].weight, model.body[3][0].weight, model.head.weight]
+    for utility, activity, w in zip(cbp.utility, activities, consumers):
+        outgoing = w.detach().abs().transpose(0, 1).flatten(1).mean(1)
+        torch.testing.assert_close(utility, 0.1 * activity * outgoing, rtol=1e-4, atol=1e-7)
+    assert all(torch.equal(a, torch.ones_like(a)) for a in cbp.age)
+    cbp.close()
+
+
+def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate():
+    model = trained_like_model().train()
+    data = digits_batch(32)
+    optimizer = SGD(list(model.named_parameters()), 0.01, 0.9, 0.0)
+    cbp = ContinualBackprop(model, replacement_rate=0.25, maturity=1, decay=0.0,
+                            generator=torch.Generator().manual_seed(0), state={})
+    train_step(model, optimizer, data.x, data.y)
+    cbp.after_step(optimizer)  # age 1: none is mature yet
+    assert cbp.reset == {} and cbp.pending == [0.0, 0.0, 0.0]
+
+    train_step(model, optimizer, data.x, data.y)
+    # decay 0: the utility is this step's activity (recorded by the hook) times mean |w_out|
+    expected = [cbp.activity[i] * model.get_submodule(u.consumer).weight.detach().abs().transpose(0, 1).flatten(1).mean(1)
+                for i, u in enumerate(model.units)]
+    cbp.after_step(optimizer)  # age 2 > 1: a quarter of the 8 / 16 / 32 units are replaced
+    for i, units in enumerate(model.units):
+        replaced = (cbp.age[i] == 0).nonzero().flatten()
+        assert len(replaced) == len(expected[i]) // 4
+        assert set(replaced.tolist()) == set(expected[i].topk(len(replaced), largest=False).indices.tolist())
+        # outgoing weights and their momentum zeroed, but in rows the next layer redrew afterwards
+        rows = (cbp.age[i + 1] != 0).nonzero().flatten() if i + 1 < len(cbp.age) else slice(None)
+        consumer = model.get_submodule(units.consumer).weight
+        assert torch.all(consumer[rows][:, replaced] == 0)
+        assert torch.all(optimizer.momentum_buffers()[f"{units.consumer}.weight"][rows][:, replaced] == 0)
+        assert torch.all(cbp.utility[i][replaced] == 0)
+    # the share of entries recycled at least once: a quarter of each layer's rows and columns
+    assert cbp.reset["body.0.0.weight"] == pytest.approx(0.25)
+    assert cbp.reset["body.1.0.weight"] == pytest.approx(1 - 0.75 * 0.75)  # rows and columns overlap
+    assert cbp.reset["head.weight"] == pytest.approx(0.25)
+    state = cbp.close()
+    carried = ContinualBackprop(model, 0.25, 1, 0.0, torch.Generator(), state)
+    assert all(torch.equal(a, b) for a, b in zip(carried.age, cbp.age))  # ages carry into the next chunk
+    carried.close()
+
