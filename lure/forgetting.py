@@ -136,6 +136,19 @@ def forget(model: Network, params: MethodBase, ctx: ForgetContext) -> Reset:
     return METHODS[params.kind](model, params, ctx)
 
 
+def reset_shares(model: Network, reset: Reset) -> tuple[float, dict[str, float]]:
+    """The share of all parameters reset, and of each of the architecture's layers (entries
+    weighted by count), from a method's per-tensor `reset`."""
+    sizes = {name: p.numel() for name, p in model.named_parameters()}
+
+    def share(names: list[str]) -> float:
+        return sum(reset.get(n, 0.0) * sizes[n] for n in names) / sum(sizes[n] for n in names)
+
+    by_layer = {layer: share([n for n in sizes if n.startswith(tuple(f"{path}." for path in paths))])
+                for layer, paths in model.layers.items()}
+    return share(list(sizes)), by_layer
+
+
 # --- building blocks --------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from lure import paths
 from lure.config import load_params
 from lure.data import Split, load_chunks, load_meta
 from lure.errors import LureError, run_command
-from lure.forgetting import ForgetContext, forget
+from lure.forgetting import ForgetContext, forget, reset_shares
 from lure.io import atomic_dir, write_json
 from lure.mitigations import class_mean_head
 from lure.models import model_for
@@ -98,8 +98,7 @@ def main(method: str, chunk: int, params: str = "params.yaml") -> None:
     if hook:
         reset = {**reset, **hook.reset}
 
-    n_params = {name: t.numel() for name, t in model.named_parameters()}
-    reset_total = sum(reset.get(name, 0.0) * n for name, n in n_params.items()) / sum(n_params.values())
+    reset_total, reset_by_layer = reset_shares(model, reset)
     save_checkpoint(paths.model_path(method, chunk), cpu_state(model), result.momentum, method_state)
     with atomic_dir(paths.stream_dir(method, chunk)) as tmp:
         live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
@@ -112,6 +111,7 @@ def main(method: str, chunk: int, params: str = "params.yaml") -> None:
         **result.metrics(),
         "forget_s": round(forget_s, 3),
         "reset_fraction": reset_total,
+        "reset_by_layer": reset_by_layer,
         "reset": reset,
         **({"stability": gap_metrics(stream, chunk)} if stream.steps else {}),
         "provenance": provenance(p.seed, device),

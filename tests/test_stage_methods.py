@@ -59,6 +59,9 @@ def test_every_method_records_what_it_reset(runs):
         assert 0.15 < reset[m] <= 0.2  # biases compete for the 20 % but are not reset
     assert metrics["head_reset"][2]["reset"] == {"head.weight": 1.0, "head.bias": 1.0}
     assert set(metrics["later_layers"][2]["reset"]) == {"body.1.0.weight", "body.3.0.weight", "head.weight"}
+    by_layer = metrics["later_layers"][2]["reset_by_layer"]
+    assert by_layer["layer1"] == 0 and 0.9 < by_layer["layer2"] < 1 and 0.9 < by_layer["head"] < 1  # BN, bias kept
+    assert metrics["head_reset"][2]["reset_by_layer"] == {"layer1": 0, "layer2": 0, "layer3": 0, "head": 1}
     assert 0.5 < reset["knowledge_evolution"] < 0.9
     assert 0 < reset["redo"] < 1
     for m in metrics:
