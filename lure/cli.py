@@ -18,14 +18,18 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 def check(params: Path = Path("params.yaml")) -> None:
     """Validate params.yaml and print what `dvc repro` will train."""
     from lure.config import load_params
+    from lure.runs import stage_count
 
     p = load_params(params)
     data = p.data
     print(f"{params}: valid")
     print(f"  data: {data.source}, {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}")
+    print(f"  run seeds: {', '.join(map(str, p.seeds))} (every method runs once per seed)")
     print(f"  model: {p.model.arch}; replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {p.train.device}")
     print(f"  methods: {', '.join(f'{name} ({m.kind})' for name, m in p.methods.items())}")
-    print(f"  stages per method: chunks 2..{p.n_chunks} ({len(p.chunks) * len(p.methods)} relearn stages in all)")
+    relearn = len(p.chunks) * len(p.methods) * len(p.seeds)
+    print(f"  stages per method and seed: chunks 2..{p.n_chunks} ({relearn} relearn stages in all)")
+    print(f"  stages in all: {stage_count(p)}")
 
 
 @app.command()
@@ -35,5 +39,6 @@ def results(params: Path = Path("params.yaml")) -> None:
     from lure.config import load_params
     from lure.report import load_evaluations, tables
 
-    print(tables(load_evaluations(list(load_params(params).methods))))
+    p = load_params(params)
+    print(tables(load_evaluations(list(p.methods), p.seeds)))
 

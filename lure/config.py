@@ -309,6 +309,9 @@ class RobustnessParams(Strict):
 
 class Params(Strict):
     seed: Annotated[int, Field(ge=0)] = 0
+    # Run seeds: every method runs once per seed (initial weights, batch order, forgetting
+    # draws); `seed` above stays the data's (split, chunks, replay reservoir, held-out sets).
+    seeds: list[Annotated[int, Field(ge=0)]] = [0]
     data: DataParams = DigitsData()
     chunks: list[ChunkStep]
     model: ModelParams = ModelParams()
@@ -338,6 +341,16 @@ class Params(Strict):
         for name in value:
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"method name {name!r}: use letters, digits and _ only")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("list at least one run seed, e.g. [0] or [0, 1, 2]")
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"run seeds must be distinct; listed more than once: {repeated}")
         return value
 
     @field_validator("chunks")

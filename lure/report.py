@@ -1,8 +1,15 @@
-"""The comparison across methods: one summary row per method, accuracy per chunk for plots."""
+"""The comparison across methods: every method ran once per run seed; the report gives, per
+method, the mean over the seeds and, with two seeds or more, their sample standard deviation, so
+that a difference between methods can be told from the spread between seeds.
+
+Evaluations come as {method: {seed: evaluation}} (metrics/evaluate/seed_<s>/<method>.json).
+"""
 
 from __future__ import annotations
 
 import json
+import statistics
+from collections.abc import Iterable
 
 from lure import paths
 from lure.errors import LureError
@@ -10,92 +17,230 @@ from lure.io import write_json, write_text
 
 # The summary table's columns, in order; those a run did not measure are left out.
 COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "ece_ts", "nll", "brier", "mca", "rel_robustness",
-           "ece_corrupt", "gap_depth", "min_acc", "wc_acc", "sgm_gap", "never_recovered", "updates", "wall_s")
+           "ece_corrupt", "gap_depth", "min_acc", "wc_acc", "sgm_gap", "never_recovered", "reset_fraction", "updates",
+           "wall_s")
+
+Evaluations = dict[str, dict[int, dict]]  # method -> run seed -> evaluation
 
 
-def load_evaluations(methods: list[str]) -> dict[str, dict]:
-    evaluations = {}
+def load_evaluations(methods: list[str], seeds: list[int]) -> Evaluations:
+    evaluations: Evaluations = {}
     for method in methods:
-        path = paths.evaluate_metrics_path(method)
-        if not path.is_file():
-            raise LureError(f"{path} is missing: run the evaluate stage for {method} first")
-        evaluations[method] = json.loads(path.read_text())
+        evaluations[method] = {}
+        for seed in seeds:
+            path = paths.evaluate_metrics_path(method, seed)
+            if not path.is_file():
+                raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
+            evaluations[method][seed] = json.loads(path.read_text())
     return evaluations
+
+
+# --- mean and std over the seeds ----------------------------------------------------------------
+
+
+def mean(values: list[float | int]) -> float | int:
+    """The mean; a whole-number mean of counts stays a count (1500 updates, not 1500.0), so that
+    one seed's row reads exactly as that run's."""
+    m = statistics.fmean(values)
+    return int(m) if all(isinstance(v, int) for v in values) and m.is_integer() else m
+
+
+def std(values: list[float | int]) -> float | None:
+    """The sample standard deviation (ddof 1); None for a single seed, where 0 would be a lie."""
+    return statistics.stdev(values) if len(values) >= 2 else None
+
+
+def with_mean_and_std(row: dict, name: str, values: list[float | int]) -> None:
+    """Set row[name] to the mean of `values` and, with two seeds or more, row[name_std] to their std."""
+    row[name] = mean(values)
+    spread = std(values)
+    if spread is not None:
+        row[f"{name}_std"] = spread
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def summary_row(finals: list[dict]) -> dict:
+    """One method's summary over its seeds' `final` sections: each number's mean (and std),
+    in the order of the first, then how many seeds."""
+    names = [k for k, v in finals[0].items() if _is_number(v) and all(_is_number(f.get(k)) for f in finals)]
+    row: dict = {}
+    for name in names:
+        with_mean_and_std(row, name, [f[name] for f in finals])
+    row["seeds"] = len(finals)
+    return row
+
+
+def summary(evaluations: Evaluations) -> dict[str, dict]:
+    return {method: summary_row([e["final"] for e in runs.values()]) for method, runs in evaluations.items()}
+
+
+def averaged(rows: Iterable[dict], key: tuple[str, ...], values: tuple[str, ...],
+             spread: tuple[str, ...] = ()) -> list[dict]:
+    """Per-run rows averaged over the seeds: one row per distinct `key`, in first-seen order, with
+    the mean of each of `values` and, with two seeds or more, `<name>_std` for each of `spread`."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in key), []).append(row)
+    result = []
+    for group_key, group in groups.items():
+        row = dict(zip(key, group_key))
+        for name in values:
+            if name in spread:
+                with_mean_and_std(row, name, [r[name] for r in group])
+            else:
+                row[name] = mean([r[name] for r in group])
+        result.append(row)
+    return result
+
+
+# --- plot data -----------------------------------------------------------------------------------
 
 
 def _csv(columns: tuple[str, ...], rows: list[dict]) -> str:
     return ",".join(columns) + "\n" + "".join(",".join(str(row[c]) for c in columns) + "\n" for row in rows)
 
 
-def accuracy_rows(evaluations: dict[str, dict]) -> list[dict]:
-    """One row per method and chunk: test accuracy against the chunk and the updates spent so far."""
+def _runs(evaluations: Evaluations) -> Iterable[tuple[str, int, dict]]:
+    for method, runs in evaluations.items():
+        for seed, evaluation in runs.items():
+            yield method, seed, evaluation
+
+
+def accuracy_rows(evaluations: Evaluations) -> list[dict]:
+    """One row per method and chunk: test accuracy (mean, and std with two seeds or more) against
+    the chunk and the updates spent so far, averaged over the seeds."""
     rows = []
-    for method, evaluation in evaluations.items():
+    for method, _, evaluation in _runs(evaluations):
         spent = 0
         for chunk, values in evaluation["chunks"].items():
             spent += values["updates"]
             rows.append({"method": method, "chunk": int(chunk.removeprefix("chunk_")),
                          "test_acc": values["test_acc"], "cum_updates": spent})
-    return rows
+    return averaged(rows, ("method", "chunk"), ("test_acc", "cum_updates"), spread=("test_acc",))
 
 
-def stability_rows(evaluations: dict[str, dict]) -> list[dict]:
-    """One row per method, chunk, evaluation step and data (old: earlier chunks, new: this one),
-    from the dvclive logs of the relearn stages."""
+def stability_rows(evaluations: Evaluations) -> list[dict]:
+    """One row per method, chunk, evaluation and data (old: earlier chunks, new: this one), from the
+    dvclive logs of the relearn stages, averaged over the seeds.
+
+    The i-th evaluation of every seed is averaged with the others' i-th, not by step: a log holds
+    step 0 twice (before and after the method forgets)."""
     rows = []
-    for method, evaluation in evaluations.items():
+    for method, seed, evaluation in _runs(evaluations):
         for chunk in evaluation["chunks"]:
             k = int(chunk.removeprefix("chunk_"))
             for data in ("old", "new"):
-                log = paths.stream_dir(method, k) / "plots" / "metrics" / f"{data}_acc.tsv"
+                log = paths.stream_dir(method, seed, k) / "plots" / "metrics" / f"{data}_acc.tsv"
                 if k == 1 or not log.is_file():
                     continue
-                for line in log.read_text().splitlines()[1:]:
+                for i, line in enumerate(log.read_text().splitlines()[1:]):
                     step, accuracy = line.split("\t")
-                    rows.append({"method": method, "chunk": k, "step": int(step), "data": data, "accuracy": accuracy})
+                    rows.append({"method": method, "chunk": k, "i": i, "step": int(step), "data": data,
+                                 "accuracy": float(accuracy)})
+    return averaged(rows, ("method", "chunk", "data", "i", "step"), ("accuracy",))
+
+
+def corruption_rows(evaluations: Evaluations) -> list[dict]:
+    """One row per method and severity: mean accuracy over the standard corruptions, averaged over
+    the seeds."""
+    rows = [{"method": method, "severity": int(severity.removeprefix("s")), "accuracy": accuracy}
+            for method, _, evaluation in _runs(evaluations)
+            for severity, accuracy in evaluation.get("robustness", {}).get("by_severity", {}).items()]
+    return averaged(rows, ("method", "severity"), ("accuracy",))
+
+
+def read_reliability(method: str, seed: int) -> list[dict]:
+    path = paths.reliability_path(method, seed)
+    if not path.is_file():
+        raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
+    lines = path.read_text().splitlines()
+    columns = lines[0].split(",")
+    return [dict(zip(columns, map(float, line.split(",")))) for line in lines[1:]]
+
+
+def pooled_reliability(bins_by_method: dict[str, list[list[dict]]]) -> list[dict]:
+    """Per method, every seed's reliability bins pooled: per bin the images of all seeds, their
+    mean confidence and accuracy (count-weighted means of the seeds' bins). Bins are keyed by their
+    centre; an empty bin is absent from a seed's file and adds nothing."""
+    rows = []
+    for method, runs in bins_by_method.items():
+        by_bin: dict[float, list[dict]] = {}
+        for bins in runs:
+            for b in bins:
+                by_bin.setdefault(b["bin_centre"], []).append(b)
+        for centre in sorted(by_bin):
+            count = sum(b["count"] for b in by_bin[centre])
+            rows.append({"method": method,
+                         "confidence": sum(b["confidence"] * b["count"] for b in by_bin[centre]) / count,
+                         "accuracy": sum(b["accuracy"] * b["count"] for b in by_bin[centre]) / count,
+                         "count": int(count)})
     return rows
 
 
-def corruption_rows(evaluations: dict[str, dict]) -> list[dict]:
-    """One row per method and severity: mean accuracy over the standard corruptions."""
-    return [{"method": method, "severity": int(severity.removeprefix("s")), "accuracy": accuracy}
-            for method, evaluation in evaluations.items()
-            for severity, accuracy in evaluation.get("robustness", {}).get("by_severity", {}).items()]
+def reliability_csv(rows: list[dict]) -> str:
+    return "method,confidence,accuracy,count\n" + "".join(
+        f"{r['method']},{r['confidence']:.6f},{r['accuracy']:.6f},{r['count']}\n" for r in rows)
 
 
-def markdown_table(summary: dict[str, dict]) -> str:
-    columns = [c for c in COLUMNS if all(c in row for row in summary.values())]
-    header = "| method | " + " | ".join(columns) + " |"
-    rule = "|---|" + "---:|" * len(columns)
-    rows = [f"| {m} | " + " | ".join(_fmt(row[c]) for c in columns) + " |" for m, row in summary.items()]
-    return "\n".join([header, rule, *rows])
-
-
-def accuracy_table(evaluations: dict[str, dict]) -> str:
-    """Test accuracy after every chunk, one row per method."""
-    chunks = list(next(iter(evaluations.values()))["chunks"])
-    header = "| method | " + " | ".join(c.replace("_", " ") for c in chunks) + " |"
-    rule = "|---|" + "---:|" * len(chunks)
-    rows = [f"| {m} | " + " | ".join(f"{e['chunks'][c]['test_acc']:.4f}" for c in chunks) + " |"
-            for m, e in evaluations.items()]
-    return "\n".join([header, rule, *rows])
-
-
-def tables(evaluations: dict[str, dict]) -> str:
-    """The per-method summary, then accuracy after every chunk: what the report prints."""
-    return markdown_table({m: e["final"] for m, e in evaluations.items()}) + "\n\n" + accuracy_table(evaluations)
+# --- tables ---------------------------------------------------------------------------------------
 
 
 def _fmt(value: float | int) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
-def write_report(methods: list[str]) -> dict[str, dict]:
-    """Write the summary and the plot data; return the evaluations, by method."""
-    evaluations = load_evaluations(methods)
-    write_json(paths.SUMMARY, {method: evaluation["final"] for method, evaluation in evaluations.items()})
-    write_text(paths.ACCURACY_PLOT, _csv(("method", "chunk", "test_acc", "cum_updates"), accuracy_rows(evaluations)))
-    write_text(paths.CORRUPTION_PLOT, _csv(("method", "severity", "accuracy"), corruption_rows(evaluations)))
-    write_text(paths.STABILITY_PLOT, _csv(("method", "chunk", "step", "data", "accuracy"), stability_rows(evaluations)))
-    return evaluations
+def _cell(row: dict, name: str) -> str:
+    """`mean ± std` with two seeds or more, the value alone with one."""
+    spread = row.get(f"{name}_std")
+    return _fmt(row[name]) + ("" if spread is None else f" ± {spread:.4f}")
 
+
+def markdown_table(summary_rows: dict[str, dict]) -> str:
+    columns = [c for c in COLUMNS if all(c in row for row in summary_rows.values())]
+    header = "| method | " + " | ".join(columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
+    rows = [f"| {m} | " + " | ".join(_cell(row, c) for c in columns) + " |" for m, row in summary_rows.items()]
+    return "\n".join([header, rule, *rows])
+
+
+def accuracy_table(evaluations: Evaluations) -> str:
+    """Test accuracy after every chunk, one row per method (mean ± std over the seeds)."""
+    rows = accuracy_rows(evaluations)
+    chunks = sorted({r["chunk"] for r in rows})
+    header = "| method | " + " | ".join(f"chunk {k}" for k in chunks) + " |"
+    rule = "|---|" + "---:|" * len(chunks)
+    cells = {(r["method"], r["chunk"]): _cell(r, "test_acc") for r in rows}
+    lines = [f"| {m} | " + " | ".join(cells[m, k] for k in chunks) + " |" for m in evaluations]
+    return "\n".join([header, rule, *lines])
+
+
+def tables(evaluations: Evaluations) -> str:
+    """The per-method summary, then accuracy after every chunk: what the report prints."""
+    seeds = list(next(iter(evaluations.values())))
+    heading = f"mean ± std over {len(seeds)} run seeds ({', '.join(map(str, seeds))})\n\n" if len(seeds) > 1 else ""
+    return heading + markdown_table(summary(evaluations)) + "\n\n" + accuracy_table(evaluations)
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+
+def write_report(methods: list[str], seeds: list[int]) -> Evaluations:
+    """Write the summary and the plot data; return the evaluations."""
+    # Everything is read and computed before the first write, so a missing input writes nothing.
+    evaluations = load_evaluations(methods, seeds)
+    reliability = pooled_reliability({m: [read_reliability(m, s) for s in seeds] for m in methods})
+    accuracy_columns = ("method", "chunk", "test_acc", "cum_updates") + (("test_acc_std",) if len(seeds) > 1 else ())
+    texts = {
+        paths.ACCURACY_PLOT: _csv(accuracy_columns, accuracy_rows(evaluations)),
+        paths.CORRUPTION_PLOT: _csv(("method", "severity", "accuracy"), corruption_rows(evaluations)),
+        paths.STABILITY_PLOT: _csv(("method", "chunk", "step", "data", "accuracy"), stability_rows(evaluations)),
+        paths.RELIABILITY_PLOT: reliability_csv(reliability),
+    }
+    summary_rows = summary(evaluations)
+    for path, text in texts.items():
+        write_text(path, text)
+    write_json(paths.SUMMARY, summary_rows)
+    return evaluations

@@ -1,21 +1,31 @@
-"""Stage branch: a method's chain starts from the shared chunk-1 model (a copy into its folder).
+"""Stage branch: a method's chain starts from its seed's chunk-1 model (a copy into its folder).
 
-DVC templates cannot compute "chunk k - 1", so every relearn stage reads models/<method>/chunk_<k-1>.pt;
-this copy makes that path exist for k = 2 while chunk 1 is learned only once.
+DVC templates cannot compute "chunk k - 1", so every relearn stage reads
+models/seed_<s>/<method>/chunk_<k-1>.pt; this copy makes that path exist for k = 2 while chunk 1
+is learned only once per seed.
 """
 
 import shutil
 
+import typer
+
 from lure import paths
+from lure.config import load_params
 from lure.errors import LureError, run_command
 from lure.io import atomic_path
+from lure.runs import check_method, check_run_seed
 
 
-def main(method: str) -> None:
-    if not paths.FIRST_MODEL.is_file():
-        raise LureError(f"{paths.FIRST_MODEL} is missing: run the learn stage first")
-    with atomic_path(paths.model_path(method, 1)) as tmp:
-        shutil.copyfile(paths.FIRST_MODEL, tmp)
+def main(method: str, seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
+         params: str = "params.yaml") -> None:
+    p = load_params(params)
+    check_method(p, method, params)
+    check_run_seed(p, seed, params)
+    first = paths.first_model_path(seed)
+    if not first.is_file():
+        raise LureError(f"{first} is missing: run the learn stage of seed {seed} first")
+    with atomic_path(paths.model_path(method, seed, 1)) as tmp:
+        shutil.copyfile(first, tmp)
 
 
 if __name__ == "__main__":

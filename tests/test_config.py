@@ -159,3 +159,22 @@ def test_params_files_hold_every_tracked_section(preset):
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"{preset} lacks {key}, which dvc.yaml tracks"
             node = node[part]
+
+
+@pytest.mark.parametrize("seeds, expected", [
+    ([0, 1, 0, 2, 2], "seeds: run seeds must be distinct; listed more than once: [0, 2]"),
+    ([], "seeds: list at least one run seed"),
+    ([0, -1], "seeds.1: Input should be greater than or equal to 0"),
+    (3, "seeds: Input should be a valid list"),
+])
+def test_bad_run_seeds_are_named(params_dict, seeds, expected):
+    params_dict["seeds"] = seeds
+    assert expected in refusal(params_dict)
+
+
+def test_run_seeds_default_to_one_and_keep_their_order(params_dict):
+    assert parse_params(params_dict).seeds == [0]
+    del params_dict["seeds"]
+    assert parse_params(params_dict).seeds == [0]
+    params_dict["seeds"] = [2, 0, 1]
+    assert parse_params(params_dict).seeds == [2, 0, 1]

@@ -1,5 +1,6 @@
 """The DVC pipeline end to end on a tiny config, in a temporary git repository: the caching a
-user relies on (nothing re-runs twice; a new chunk or one method's change re-runs only what it must)."""
+user relies on (nothing re-runs twice; a new chunk, one method's change or a new run seed re-runs
+only what it must)."""
 
 import json
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lure.config import parse_params
+from lure.runs import stage_count
 from tests.conftest import ROOT
 
 METHODS = ("warm", "scratch", "lure")
@@ -69,8 +72,12 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def relearn(method, index):
-    return f"relearn@{method}-chunk{index}"
+def relearn(method, index, seed=0):
+    return f"relearn@{method}-{seed}-chunk{index}"
+
+
+def per_run(stage, seed=0):
+    return {f"{stage}@{m}-{seed}" for m in METHODS}
 
 
 def without_timing(metrics: dict) -> dict:
@@ -80,14 +87,15 @@ def without_timing(metrics: dict) -> dict:
 def test_pipeline_caching(project):
     # 1. A first run runs every stage; the first chunk is learned once for all methods.
     first = dvc(project, "repro")
-    assert ran(first) == {"prepare", "learn", "corrupt", "report",
-                          *(f"branch@{m}" for m in METHODS), *(relearn(m, 0) for m in METHODS),
-                          *(f"evaluate@{m}" for m in METHODS)}
+    assert ran(first) == {"prepare", "learn@0", "corrupt", "report", *per_run("branch"),
+                          *(relearn(m, 0) for m in METHODS), *per_run("evaluate")}
+    assert len(ran(first)) == stage_count(parse_params(yaml.safe_load((project / "params.yaml").read_text())))
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert set(summary) == set(METHODS)
     for row in summary.values():
         assert 0.5 < row["final_acc"] <= 1 and row["cer"] >= 0 and row["updates"] > 0  # chance: 0.1
-    assert json.loads((project / "metrics/relearn/lure/chunk_2.json").read_text())["reset_fraction"] > 0.1
+        assert row["seeds"] == 1 and not any(key.endswith("_std") for key in row)  # one seed: no spread
+    assert json.loads((project / "metrics/relearn/seed_0/lure/chunk_2.json").read_text())["reset_fraction"] > 0.1
     commit(project, "first run")
 
     # 2. A second run re-runs nothing.
@@ -96,13 +104,13 @@ def test_pipeline_caching(project):
     assert "up to date" in dvc(project, "status")
 
     # 3. Same seed, same device: re-running a stage gives the same metrics and model bytes.
-    before = json.loads((project / "metrics/relearn/lure/chunk_2.json").read_text())
-    model_bytes = (project / "models/lure/chunk_2.pt").read_bytes()
-    subprocess.run([sys.executable, "-m", "stages.relearn", "lure", "2"], cwd=project, env=env(), check=True,
-                   capture_output=True)
-    after = json.loads((project / "metrics/relearn/lure/chunk_2.json").read_text())
+    before = json.loads((project / "metrics/relearn/seed_0/lure/chunk_2.json").read_text())
+    model_bytes = (project / "models/seed_0/lure/chunk_2.pt").read_bytes()
+    subprocess.run([sys.executable, "-m", "stages.relearn", "lure", "2", "--seed", "0"], cwd=project, env=env(),
+                   check=True, capture_output=True)
+    after = json.loads((project / "metrics/relearn/seed_0/lure/chunk_2.json").read_text())
     assert without_timing(after) == without_timing(before)
-    assert (project / "models/lure/chunk_2.pt").read_bytes() == model_bytes
+    assert (project / "models/seed_0/lure/chunk_2.pt").read_bytes() == model_bytes
 
     # 4. A new chunk re-runs only its stages, evaluation and the report (prepare re-cuts the data,
     #    leaving chunks 1..2 byte-identical).
@@ -110,21 +118,21 @@ def test_pipeline_caching(project):
     params["chunks"].append({"k": 3, "prev": 2})
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     grown = dvc(project, "repro")
-    assert ran(grown) == {"prepare", "report", *(relearn(m, 1) for m in METHODS), *(f"evaluate@{m}" for m in METHODS)}
+    assert ran(grown) == {"prepare", "report", *(relearn(m, 1) for m in METHODS), *per_run("evaluate")}
     commit(project, "chunk 3 arrived")
 
     # 5. An experiment on one method's params re-runs only that method's stages.
     experiment = dvc(project, "exp", "run", "-S", "methods.lure.fraction=0.5")
-    assert ran(experiment) == {relearn("lure", 0), relearn("lure", 1), "evaluate@lure", "report"}
+    assert ran(experiment) == {relearn("lure", 0), relearn("lure", 1), "evaluate@lure-0", "report"}
     diff = dvc(project, "metrics", "diff")
-    assert "metrics/evaluate/lure.json" in diff
-    assert "metrics/evaluate/warm.json" not in diff and "metrics/evaluate/scratch.json" not in diff
-    assert json.loads((project / "metrics/relearn/lure/chunk_3.json").read_text())["reset_fraction"] > 0.4
+    assert "metrics/evaluate/seed_0/lure.json" in diff
+    assert "metrics/evaluate/seed_0/warm.json" not in diff and "metrics/evaluate/seed_0/scratch.json" not in diff
+    assert json.loads((project / "metrics/relearn/seed_0/lure/chunk_3.json").read_text())["reset_fraction"] > 0.4
 
     # 6. The plots: accuracy vs chunk with one line per method, and the others.
     plots = json.loads(dvc(project, "plots", "show", "--json"))["data"]
     assert set(plots) == {"accuracy_vs_chunk", "accuracy_vs_updates", "corruption_accuracy_by_severity",
-                          "stability_gap", *(f"metrics/evaluate/{m}-reliability.csv" for m in METHODS)}
+                          "stability_gap", "reliability"}
     [plot] = plots["accuracy_vs_chunk"]
     values = plot["content"]["data"]["values"]
     assert {v["method"] for v in values} == set(METHODS)
@@ -133,8 +141,26 @@ def test_pipeline_caching(project):
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert all(0 < row["mca"] <= 1 and row["rel_robustness"] > 0 for row in summary.values())
     assert all(0 <= row["never_recovered"] <= 2 and "gap_depth" in row for row in summary.values())
-    stream = (project / "metrics/stream/lure/chunk_3/plots/metrics/old_acc.tsv").read_text().splitlines()
+    stream = (project / "metrics/stream/seed_0/lure/chunk_3/plots/metrics/old_acc.tsv").read_text().splitlines()
     assert stream[0] == "step\told_acc" and [int(r.split("\t")[0]) for r in stream[1:4]] == [0, 0, 10]
+    [plot] = plots["reliability"]
+    assert {v["method"] for v in plot["content"]["layer"][1]["data"]["values"]} == set(METHODS)
+
+    # 7. A second run seed runs only that seed's stages and the report; the summary gains the spread.
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["seeds"] = [0, 1]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    seeded = dvc(project, "repro")
+    assert ran(seeded) == {"learn@1", "report", *per_run("branch", 1), *per_run("evaluate", 1),
+                           *(relearn(m, i, 1) for m in METHODS for i in (0, 1))}
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    for method, row in summary.items():
+        assert row["seeds"] == 2 and row["final_acc_std"] >= 0
+        runs = [json.loads((project / f"metrics/evaluate/seed_{s}/{method}.json").read_text())["final"] for s in (0, 1)]
+        assert row["final_acc"] == pytest.approx((runs[0]["final_acc"] + runs[1]["final_acc"]) / 2)
+    # The run seed changes the training (initial weights), not the data: the seeds' models differ.
+    assert (project / "models/seed_1/init.pt").read_bytes() != (project / "models/seed_0/init.pt").read_bytes()
+    assert "up to date" in dvc(project, "status")
 
 
 def test_plots_render_offline(project):

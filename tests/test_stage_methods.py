@@ -37,13 +37,15 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         prepare.main()
-        learn.main()
+        learn.main(seed=0)
         for method in params["methods"]:
-            branch.main(method)
-            relearn.main(method, 2)
-        relearn.main("continual_backprop", 3)
-    metrics = {m: {2: json.loads((root / f"metrics/relearn/{m}/chunk_2.json").read_text())} for m in params["methods"]}
-    metrics["continual_backprop"][3] = json.loads((root / "metrics/relearn/continual_backprop/chunk_3.json").read_text())
+            branch.main(method, seed=0)
+            relearn.main(method, 2, seed=0)
+        relearn.main("continual_backprop", 3, seed=0)
+    metrics = {m: {2: json.loads((root / f"metrics/relearn/seed_0/{m}/chunk_2.json").read_text())}
+               for m in params["methods"]}
+    metrics["continual_backprop"][3] = json.loads(
+        (root / "metrics/relearn/seed_0/continual_backprop/chunk_3.json").read_text())
     return metrics, root
 
 
@@ -71,11 +73,11 @@ def test_every_method_records_what_it_reset(runs):
 def test_continual_backprop_replaces_units_once_mature_and_carries_its_state(runs):
     metrics, root = runs
     assert metrics["continual_backprop"][3]["reset_fraction"] > 0  # ages carried from chunk 2: mature now
-    state = torch.load(root / "models/continual_backprop/chunk_3.pt", weights_only=True)["method_state"]
+    state = torch.load(root / "models/seed_0/continual_backprop/chunk_3.pt", weights_only=True)["method_state"]
     updates = metrics["continual_backprop"][2]["updates"] + metrics["continual_backprop"][3]["updates"]
     assert all(int(age.max()) <= updates for age in state["age"])
     assert any(int(age.max()) > metrics["continual_backprop"][3]["updates"] for age in state["age"])
-    assert "method_state" not in torch.load(root / "models/warm/chunk_2.pt", weights_only=True)
+    assert "method_state" not in torch.load(root / "models/seed_0/warm/chunk_2.pt", weights_only=True)
 
 
 def test_an_unknown_layer_name_is_refused_naming_the_key(runs, tmp_path):
@@ -85,7 +87,7 @@ def test_an_unknown_layer_name_is_refused_naming_the_key(runs, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for path in ["data", "models"]:
         (tmp_path / path).symlink_to(root / path)
-    result = run_stage("stages.relearn", "later_layers", "2", cwd=tmp_path)
+    result = run_stage("stages.relearn", "later_layers", "2", "--seed", "0", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "methods.later_layers.from_layer: 'layer9' is not a layer" in result.stderr
     assert not (tmp_path / "metrics").exists()

@@ -1,0 +1,179 @@
+"""The report over run seeds: mean and sample std per method, no std from one seed, pooled
+reliability bins, and seeded stages refusing a seed that params.yaml does not list."""
+
+import json
+import statistics
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from lure import paths
+from lure.config import parse_params
+from lure.errors import LureError
+from lure.io import write_json, write_text
+from lure.metrics import reliability
+from lure.report import (
+    accuracy_rows, load_evaluations, pooled_reliability, read_reliability, stability_rows, summary, summary_row,
+    tables, write_report,
+)
+from lure.runs import stage_count
+from tests.conftest import ROOT
+
+
+def evaluation(final_acc: float, cer: int, chunk_acc: list[float], updates: int = 100) -> dict:
+    """An evaluate stage's output, reduced to what the report reads."""
+    chunks = {f"chunk_{k}": {"test_acc": acc, "updates": updates} for k, acc in enumerate(chunk_acc, start=1)}
+    return {"final": {"final_acc": final_acc, "cer": cer, "updates": updates * len(chunk_acc)}, "chunks": chunks,
+            "robustness": {"by_severity": {"s1": final_acc - 0.1, "s2": final_acc - 0.2}}}
+
+
+def test_summary_is_the_mean_and_sample_std_over_seeds():
+    row = summary_row([{"final_acc": 0.90, "cer": 30, "updates": 1500},
+                       {"final_acc": 0.95, "cer": 20, "updates": 1500},
+                       {"final_acc": 1.00, "cer": 27, "updates": 1500}])
+    assert row["final_acc"] == pytest.approx(0.95) and row["final_acc_std"] == pytest.approx(0.05)
+    assert row["cer"] == pytest.approx(77 / 3)
+    # ddof = 1: sqrt(((30-m)^2 + (20-m)^2 + (27-m)^2) / 2)
+    m = 77 / 3
+    assert row["cer_std"] == pytest.approx((((30 - m) ** 2 + (20 - m) ** 2 + (27 - m) ** 2) / 2) ** 0.5)
+    assert row["updates"] == 1500 and isinstance(row["updates"], int) and row["updates_std"] == 0.0
+    assert row["seeds"] == 3
+    assert list(row) == ["final_acc", "final_acc_std", "cer", "cer_std", "updates", "updates_std", "seeds"]
+
+
+def test_one_seed_gives_its_own_values_and_no_std():
+    final = {"final_acc": 0.9861111111111112, "cer": 37, "ece": 0.019459767267107964}
+    row = summary_row([final])
+    assert row == {**final, "seeds": 1}
+    assert [type(v) for v in row.values()] == [float, int, float, int]
+    assert not any(key.endswith("_std") for key in row)
+
+
+def test_accuracy_per_chunk_is_averaged_over_seeds():
+    evaluations = {"warm": {0: evaluation(0.9, 30, [0.5, 0.7]), 3: evaluation(1.0, 20, [0.6, 0.9])},
+                   "lure": {0: evaluation(0.8, 40, [0.5, 0.8]), 3: evaluation(0.8, 40, [0.6, 0.8])}}
+    rows = {(r["method"], r["chunk"]): r for r in accuracy_rows(evaluations)}
+    assert rows["warm", 1]["test_acc"] == pytest.approx(0.55)
+    assert rows["warm", 2]["test_acc"] == pytest.approx(0.8)
+    assert rows["warm", 2]["test_acc_std"] == pytest.approx(statistics.stdev([0.7, 0.9]))
+    assert rows["lure", 2]["test_acc_std"] == 0.0
+    assert rows["warm", 2]["cum_updates"] == 200
+    printed = tables(evaluations)
+    assert printed.startswith("mean ± std over 2 run seeds (0, 3)")
+    assert f"| warm | 0.9500 ± {statistics.stdev([0.9, 1.0]):.4f} | 25 ± {statistics.stdev([30, 20]):.4f} |" in printed
+    assert "| lure | 0.5500 ± 0.0707 | 0.8000 ± 0.0000 |" in printed
+
+
+def test_tables_show_no_spread_for_one_seed():
+    printed = tables({"warm": {0: evaluation(0.9, 30, [0.5, 0.7])}})
+    assert "±" not in printed and "| warm | 0.9000 | 30 | 200 |" in printed
+
+
+def write_stream(method: str, seed: int, k: int, data: str, points: list[tuple[int, float]]) -> None:
+    log = paths.stream_dir(method, seed, k) / "plots" / "metrics" / f"{data}_acc.tsv"
+    write_text(log, f"step\t{data}_acc\n" + "".join(f"{step}\t{acc}\n" for step, acc in points))
+
+
+def test_stability_curves_are_averaged_evaluation_by_evaluation(in_tmp):
+    # Step 0 comes twice (before and after forgetting): the two must not be merged.
+    write_stream("lure", 0, 2, "old", [(0, 1.0), (0, 0.5), (10, 0.8)])
+    write_stream("lure", 1, 2, "old", [(0, 0.9), (0, 0.3), (10, 1.0)])
+    write_stream("lure", 0, 2, "new", [(0, 0.0), (0, 0.1), (10, 0.6)])
+    write_stream("lure", 1, 2, "new", [(0, 0.2), (0, 0.1), (10, 0.8)])
+    runs = {seed: {"chunks": {"chunk_1": {}, "chunk_2": {}}} for seed in (0, 1)}
+    rows = [(r["data"], r["step"], r["accuracy"]) for r in stability_rows({"lure": runs})]
+    assert rows == [("old", 0, pytest.approx(0.95)), ("old", 0, pytest.approx(0.4)), ("old", 10, pytest.approx(0.9)),
+                    ("new", 0, pytest.approx(0.1)), ("new", 0, pytest.approx(0.1)), ("new", 10, pytest.approx(0.7))]
+
+
+def bins(*rows: tuple[float, float, float, int]) -> list[dict]:
+    return [{"bin_centre": c, "confidence": conf, "accuracy": acc, "count": n} for c, conf, acc, n in rows]
+
+
+def test_reliability_bins_are_pooled_by_count():
+    seed_0 = bins((0.7, 0.70, 0.5, 2), (0.9, 0.92, 1.0, 3))
+    seed_1 = bins((0.5, 0.52, 1.0, 4), (0.9, 0.88, 0.0, 1))
+    pooled = pooled_reliability({"lure": [seed_0, seed_1]})
+    # Bin 0.9 by hand: 3 images at mean confidence 0.92, all right; 1 at 0.88, wrong.
+    assert pooled == [
+        {"method": "lure", "confidence": pytest.approx(0.52), "accuracy": 1.0, "count": 4},
+        {"method": "lure", "confidence": pytest.approx(0.70), "accuracy": 0.5, "count": 2},
+        {"method": "lure", "confidence": pytest.approx((3 * 0.92 + 0.88) / 4), "accuracy": 0.75, "count": 4},
+    ]
+
+
+def as_rows(b, n_bins: int) -> list[dict]:
+    return bins(*[((i + 0.5) / n_bins, float(b.confidence[i]), float(b.accuracy[i]), int(b.count[i]))
+                  for i in range(n_bins) if b.count[i] > 0])
+
+
+def test_pooled_bins_are_the_bins_of_all_seeds_predictions_together():
+    torch.manual_seed(0)
+    probs = [torch.randn(300, 10).mul(2).softmax(1) for _ in range(2)]
+    labels = [torch.randint(0, 10, (300,)) for _ in range(2)]
+    n_bins = 10
+    pooled = pooled_reliability({"m": [as_rows(reliability(p, y, n_bins), n_bins) for p, y in zip(probs, labels)]})
+    together = as_rows(reliability(torch.cat(probs), torch.cat(labels), n_bins), n_bins)
+    assert [r["count"] for r in pooled] == [r["count"] for r in together]
+    assert [r["confidence"] for r in pooled] == pytest.approx([r["confidence"] for r in together], abs=1e-6)
+    assert [r["accuracy"] for r in pooled] == pytest.approx([r["accuracy"] for r in together], abs=1e-6)
+
+
+def write_run(method: str, seed: int, result: dict, reliability_rows: str) -> None:
+    write_json(paths.evaluate_metrics_path(method, seed), result)
+    write_text(paths.reliability_path(method, seed), "bin_centre,confidence,accuracy,count\n" + reliability_rows)
+
+
+def test_write_report_over_two_seeds(in_tmp):
+    write_run("warm", 0, evaluation(0.9, 30, [0.5, 0.9]), "0.9500,0.960000,1.000000,3\n")
+    write_run("warm", 1, evaluation(1.0, 20, [0.6, 1.0]), "0.9500,0.940000,0.000000,1\n")
+    evaluations = write_report(["warm"], [0, 1])
+    assert evaluations == load_evaluations(["warm"], [0, 1])
+    row = json.loads(paths.SUMMARY.read_text())["warm"]
+    assert row["final_acc"] == pytest.approx(0.95) and row["final_acc_std"] == pytest.approx(statistics.stdev([0.9, 1.0]))
+    assert row["seeds"] == 2
+    assert paths.ACCURACY_PLOT.read_text().splitlines()[0] == "method,chunk,test_acc,cum_updates,test_acc_std"
+    assert paths.RELIABILITY_PLOT.read_text() == "method,confidence,accuracy,count\nwarm,0.955000,0.750000,4\n"
+    severities = paths.CORRUPTION_PLOT.read_text().splitlines()[1:]
+    assert [line.split(",")[:2] for line in severities] == [["warm", "1"], ["warm", "2"]]
+    assert float(severities[0].split(",")[2]) == pytest.approx(0.85)
+    assert read_reliability("warm", 1) == bins((0.95, 0.94, 0.0, 1))
+
+
+def test_missing_run_writes_nothing(in_tmp):
+    write_run("warm", 0, evaluation(0.9, 30, [0.5, 0.9]), "0.9500,0.960000,1.000000,3\n")
+    with pytest.raises(LureError, match=r"metrics/evaluate/seed_1/warm.json is missing.*seed 1"):
+        write_report(["warm"], [0, 1])
+    assert not any(p.exists() for p in (paths.SUMMARY, paths.ACCURACY_PLOT, paths.RELIABILITY_PLOT))
+
+
+def test_stage_count_matches_dvc_yaml(params_dict, tmp_path):
+    """What `lure check` says `dvc repro` lays out, checked against DVC itself."""
+    params_dict["seeds"] = [0, 4]
+    params_dict["chunks"].append({"k": 5, "prev": 4})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert len(listed) == stage_count(parse_params(params_dict)) == 3 + 2 + 3 * 2 * (2 + 4)
+    assert {"learn@4", "branch@lure-4", "relearn@lure-4-chunk3", "evaluate@scratch-0"} <= set(listed)
+
+
+def run_stage(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("stage", [("stages.branch", "lure"), ("stages.relearn", "lure", "2")])
+def test_stage_refuses_a_seed_not_in_seeds(tmp_path, params_dict, stage):
+    params_dict["seeds"] = [0, 1]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    result = run_stage(*stage, "--seed", "7", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--seed 7: seeds in params.yaml lists only 0, 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
