@@ -108,12 +108,15 @@ class ContinualBackprop:
         self.rate, self.maturity, self.decay = replacement_rate, maturity, decay
         device = next(model.parameters()).device
         sizes = [modules_of(model, u)[0].out_channels for u in model.units]
-        self.utility = [u.to(device) for u in state["utility"]] if state else [torch.zeros(n, device=device) for n in sizes]
-        self.age = list(state["age"]) if state else [torch.zeros(n, dtype=torch.long) for n in sizes]
-        self.pending = list(state["pending"]) if state else [0.0] * len(sizes)
+        if not state:  # the first chunk with continual backprop: every unit new
+            state = {"utility": [torch.zeros(n) for n in sizes],
+                     "age": [torch.zeros(n, dtype=torch.long) for n in sizes], "pending": [0.0] * len(sizes)}
+        self.utility = [u.to(device) for u in state["utility"]]
+        self.age, self.pending = list(state["age"]), list(state["pending"])  # ages on the CPU: no device syncs
         self.activity: list[torch.Tensor | None] = [None] * len(sizes)
         self.touched: dict[str, torch.Tensor] = {}  # entries recycled at least once in this chunk
-        self.handles = [modules_of(model, u)[1].register_forward_hook(self._recorder(i)) for i, u in enumerate(model.units)]
+        self.handles = [modules_of(model, u)[1].register_forward_hook(self._recorder(i))
+                        for i, u in enumerate(model.units)]
 
     def _recorder(self, i: int):
         def record(module, inputs, output):

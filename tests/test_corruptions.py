@@ -1,6 +1,5 @@
 """Each corruption does its documented kind of operation, at every severity, on real images."""
 
-import numpy as np
 import pytest
 import torch
 

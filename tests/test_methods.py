@@ -103,8 +103,9 @@ def test_later_layers_resolves_resnet_names_and_refuses_unknown_layers():
                 if n.startswith(("body.layer3.", "body.layer4.", "head.")) and p.dim() >= 2}
     assert changed == expected  # convs (shortcuts included) and the head's weight; BN and biases kept
     assert any("downsample" in n for n in changed)
-    with pytest.raises(LureError, match=r"from_layer: 'layer5' is not a layer .*stem, layer1, layer2, layer3, layer4, head"):
-        forget(model, LaterLayersParams(from_layer="layer5"), context(lambda: resnet("resnet18", 3, 10), digits_batch()))
+    layers = "stem, layer1, layer2, layer3, layer4, head"
+    with pytest.raises(LureError, match=rf"from_layer: 'layer5' is not a layer .*{layers}"):
+        forget(model, LaterLayersParams(from_layer="layer5"), context(fresh_cnn(), digits_batch()))
 
 
 @pytest.mark.parametrize("reinit", ["module", "kaiming"])

@@ -16,7 +16,7 @@ from lure.errors import LureError
 from lure.io import write_json, write_text
 from lure.metrics import reliability
 from lure.report import (
-    accuracy_rows, load_evaluations, pooled_reliability, read_reliability, stability_rows, summary, summary_row,
+    accuracy_rows, load_evaluations, pooled_reliability, read_reliability, stability_rows, summary_row,
     tables, write_report,
 )
 from lure.runs import stage_count

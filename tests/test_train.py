@@ -1,6 +1,5 @@
 """The training loop on real digits: it learns, it is deterministic, and its SGD is PyTorch's."""
 
-import pytest
 import torch
 from torch import nn
 

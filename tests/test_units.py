@@ -4,7 +4,7 @@ the dormant units, continual backprop's utility and replacement follow their def
 import pytest
 import torch
 
-from lure.config import RedoParams, TrainParams
+from lure.config import RedoParams
 from lure.forgetting import forget
 from lure.train import SGD
 from lure.units import ContinualBackprop, unit_activity
@@ -65,7 +65,8 @@ def test_redo_recycles_exactly_the_units_at_or_below_tau():
     # weights zero, the momentum of all of these cleared; everything else untouched.
     expected = {k: v.clone() for k, v in before.items()}
     momentum = {n: torch.ones_like(p) for n, p in model.named_parameters()}
-    layers = [("body.0.0", "body.0.1", "body.1.0"), ("body.1.0", "body.1.1", "body.3.0"), ("body.3.0", "body.3.1", "head")]
+    layers = [(u.conv, u.bn, u.consumer) for u in model.units]
+    assert layers[0] == ("body.0.0", "body.0.1", "body.1.0") and layers[2] == ("body.3.0", "body.3.1", "head")
     for (conv, bn, consumer), units in zip(layers, dormant):
         idx = sorted(units)
         if idx:
@@ -78,7 +79,7 @@ def test_redo_recycles_exactly_the_units_at_or_below_tau():
         for name in [f"{conv}.weight", f"{bn}.weight", f"{bn}.bias"]:
             momentum[name][idx] = 0.0
         momentum[f"{consumer}.weight"][:, idx] = 0.0
-    assert all(torch.equal(after[k], expected[k]) for k in after), [k for k in after if not torch.equal(after[k], expected[k])]
+    assert [k for k in after if not torch.equal(after[k], expected[k])] == []
     assert all(torch.equal(ctx.momentum[k], momentum[k]) for k in momentum)
     assert reset["body.1.1.weight"] == pytest.approx(len(dormant[1]) / 16)
 
@@ -138,8 +139,9 @@ def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate
 
     train_step(model, optimizer, data.x, data.y)
     # decay 0: the utility is this step's activity (recorded by the hook) times mean |w_out|
-    expected = [cbp.activity[i] * model.get_submodule(u.consumer).weight.detach().abs().transpose(0, 1).flatten(1).mean(1)
-                for i, u in enumerate(model.units)]
+    outgoing = [model.get_submodule(u.consumer).weight.detach().abs().transpose(0, 1).flatten(1).mean(1)
+                for u in model.units]
+    expected = [cbp.activity[i] * w for i, w in enumerate(outgoing)]
     cbp.after_step(optimizer)  # age 2 > 1: a quarter of the 8 / 16 / 32 units are replaced
     for i, units in enumerate(model.units):
         replaced = (cbp.age[i] == 0).nonzero().flatten()
