@@ -209,9 +209,10 @@ class LaterLayersParams(MethodBase):
 
     kind: Literal["later_layers"] = "later_layers"
     from_layer: str = "layer3"  # official LURE code: all but conv1, layer1 and layer2 of a ResNet-18
-    # kaiming: conv and linear weights drawn from kaiming_uniform(a=sqrt(5)); BN, biases and
-    # shortcut convs kept (official LURE code); module: every parameter and BN statistic of those
-    # layers as a freshly built model has them.
+    # kaiming: conv and linear weights drawn from kaiming_uniform(a=sqrt(5)), BN and biases kept
+    # (official LURE code, which also keeps the shortcut convs by a name filter; here they are
+    # reset with their layer); module: every parameter and BN statistic of those layers as a
+    # freshly built model has them.
     reinit: Literal["kaiming", "module"] = "kaiming"
 
 
@@ -238,13 +239,14 @@ class KnowledgeEvolutionParams(MethodBase):
 
 
 class RedoParams(MethodBase):
-    """ReDo (Sokar et al. 2023): recycle dormant units. A unit's score is its mean |activation| on
-    the scoring data over the mean of its layer; at or below `tau` it is dormant: its incoming
-    weights are drawn afresh, its BN entries reset, its outgoing weights and their momentum zeroed."""
+    """ReDo (Sokar et al. 2023): recycle dormant units when a chunk arrives. A unit's score is its
+    mean |activation| on a seeded sample of the replay data over the mean of its layer; at or below
+    `tau` it is dormant: its incoming weights are drawn afresh, its BN entries reset, its outgoing
+    weights and their momentum zeroed."""
 
     kind: Literal["redo"] = "redo"
     tau: Annotated[float, Field(ge=0.0)] = 0.1  # published: 0.025 or 0.1
-    score_batches: Annotated[int, Field(ge=1)] = 1
+    score_batches: Annotated[int, Field(ge=1)] = 1  # the sample: score_batches x score_batch_size images
     score_batch_size: Annotated[int, Field(ge=1)] = 256
 
 
@@ -253,7 +255,8 @@ class ContinualBackpropParams(MethodBase):
     u <- decay * u + (1 - decay) * |h| * mean |w_out|; units older than `maturity` updates are
     eligible, and `replacement_rate` of them per update (accumulated) with the lowest utility are
     replaced: incoming weights drawn afresh, outgoing weights zeroed. Nothing happens at the
-    chunk boundary itself."""
+    chunk boundary itself. The published settings suit long runs: a unit must live `maturity`
+    updates, and a layer of n units replaces one every 1 / (replacement_rate * n) updates."""
 
     kind: Literal["continual_backprop"] = "continual_backprop"
     replacement_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-5  # published (CIFAR-100): 1e-5

@@ -109,8 +109,11 @@ def knowledge_evolution(model: Network, params: KnowledgeEvolutionParams, ctx: F
 
 
 def redo(model: Network, params: RedoParams, ctx: ForgetContext) -> Reset:
-    """Recycle the dormant units: activity on the replay data at most `tau` of their layer's mean."""
-    activity = unit_activity(model, scoring_batches(ctx.replay, params.score_batches, params.score_batch_size))
+    """Recycle the dormant units: activity at most `tau` of their layer's mean, on a seeded sample
+    of the replay data (as ReDo samples its replay buffer)."""
+    n = min(len(ctx.replay), params.score_batches * params.score_batch_size)
+    sample = ctx.replay.take(torch.randperm(len(ctx.replay), generator=ctx.generator)[:n].to(ctx.replay.y.device))
+    activity = unit_activity(model, scoring_batches(sample, params.score_batches, params.score_batch_size))
     touched: dict[str, torch.Tensor] = {}
     for units, active in zip(model.units, activity):
         dormant = (dormancy_scores(active) <= params.tau).nonzero().flatten()

@@ -79,6 +79,9 @@ class Data:
     def __len__(self) -> int:
         return len(self.y)
 
+    def take(self, index: torch.Tensor) -> Data:
+        return Data(self.x[index], self.y[index])
+
 
 def replay_data(chunks: list[Chunk], params: Params, device: torch.device) -> tuple[Data, Data, Data]:
     """(train, validation) for the last of `chunks` under the replay mode, and that chunk's own

@@ -9,21 +9,30 @@ weights (so the network's function is unchanged at first) and clears the momentu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from lure.models import Network, Units, initial_draw
 
 Reset = dict[str, float]
 
 
-def modules_of(model: Network, units: Units) -> tuple[nn.Module, nn.Module, nn.Module]:
-    return model.get_submodule(units.conv), model.get_submodule(units.bn), model.get_submodule(units.consumer)
+def watch_activity(model: Network, record: Callable[[int, torch.Tensor, int], None],
+                   training_only: bool = False) -> list[RemovableHandle]:
+    """Call record(layer, activity, images) on every forward pass, per layer of units: activity is
+    each unit's mean post-ReLU activation |h| over the batch (and positions), in float.
+    Returns the hooks' handles, to remove when done."""
+    def hook(i: int):
+        def on_forward(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if module.training or not training_only:
+                h = output.detach().relu().float()
+                record(i, h.mean(dim=[0, *range(2, h.dim())]), len(h))
+        return on_forward
 
-
-def channel_mean(activation: torch.Tensor) -> torch.Tensor:
-    """Mean over every dimension but the channel (dim 1) of a (N, C, ...) tensor, in float."""
-    return activation.detach().float().mean(dim=[0, *range(2, activation.dim())])
+    return [model.get_submodule(u.bn).register_forward_hook(hook(i)) for i, u in enumerate(model.units)]
 
 
 @torch.no_grad()
@@ -32,13 +41,12 @@ def unit_activity(model: Network, batches: list[tuple[torch.Tensor, torch.Tensor
     `batches`, in eval mode (BatchNorm's running statistics; nothing in the model changes)."""
     from lure.train import as_float
 
-    sums = [torch.zeros(modules_of(model, u)[0].out_channels) for u in model.units]
-    handles = []
-    for i, units in enumerate(model.units):
-        def record(module, inputs, output, i=i):
-            sums[i] += channel_mean(output.relu()).cpu() * len(output)
+    sums = [torch.zeros(model.get_submodule(u.conv).out_channels) for u in model.units]
 
-        handles.append(modules_of(model, units)[1].register_forward_hook(record))
+    def add(i: int, activity: torch.Tensor, images: int) -> None:
+        sums[i] += activity.cpu() * images
+
+    handles = watch_activity(model, add)
     was_training = model.training
     model.eval()
     try:
@@ -65,7 +73,7 @@ def recycle(model: Network, units: Units, index: torch.Tensor, generator: torch.
     `touched` (boolean masks by parameter name, made as needed)."""
     if not len(index):
         return
-    conv, bn, consumer = modules_of(model, units)
+    conv, bn, consumer = (model.get_submodule(path) for path in (units.conv, units.bn, units.consumer))
     rows = index.to(conv.weight.device)
     conv.weight[rows] = initial_draw(model, conv, len(index), generator).to(conv.weight)
     if conv.bias is not None:
@@ -77,13 +85,16 @@ def recycle(model: Network, units: Units, index: torch.Tensor, generator: torch.
                 *([f"{units.conv}.bias"] if conv.bias is not None else [])]
     outgoing = f"{units.consumer}.weight"
     params = dict(model.named_parameters())
+    for name in [*incoming, outgoing]:
+        if name not in touched:
+            touched[name] = torch.zeros(params[name].shape, dtype=torch.bool)
     for name in incoming:
         if name in momentum:
             momentum[name][index.to(momentum[name].device)] = 0.0
-        touched.setdefault(name, torch.zeros(params[name].shape, dtype=torch.bool))[index] = True
+        touched[name][index] = True
     if outgoing in momentum:
         momentum[outgoing][:, index.to(momentum[outgoing].device)] = 0.0
-    touched.setdefault(outgoing, torch.zeros(params[outgoing].shape, dtype=torch.bool))[:, index] = True
+    touched[outgoing][:, index] = True
 
 
 def shares(touched: dict[str, torch.Tensor]) -> Reset:
@@ -97,9 +108,10 @@ class ContinualBackprop:
     Per unit: utility u <- decay * u + (1 - decay) * |h| * mean_k |w_out_k|, with |h| the unit's
     mean activation on the step's batch, and an age in updates. Units older than `maturity` are
     eligible; per layer, `replacement_rate` times the eligible count accumulates, and each whole
-    unit of it recycles the eligible unit of lowest utility (its utility and age back to 0).
-    The state carries over to the next chunk in the checkpoint. Not implemented: the paper's bias
-    correction of the next layer for the recycled unit's mean activation.
+    unit of it recycles the eligible unit of lowest bias-corrected utility u / (1 - decay^age)
+    (its utility and age back to 0). The state carries over to the next chunk in the checkpoint.
+    Not implemented: the paper's correction of the next layer's bias for the recycled unit's mean
+    activation.
     """
 
     def __init__(self, model: Network, replacement_rate: float, maturity: int, decay: float,
@@ -107,7 +119,8 @@ class ContinualBackprop:
         self.model, self.generator = model, generator
         self.rate, self.maturity, self.decay = replacement_rate, maturity, decay
         device = next(model.parameters()).device
-        sizes = [modules_of(model, u)[0].out_channels for u in model.units]
+        self.consumers = [model.get_submodule(u.consumer) for u in model.units]
+        sizes = [model.get_submodule(u.conv).out_channels for u in model.units]
         if not state:  # the first chunk with continual backprop: every unit new
             state = {"utility": [torch.zeros(n) for n in sizes],
                      "age": [torch.zeros(n, dtype=torch.long) for n in sizes], "pending": [0.0] * len(sizes)}
@@ -115,19 +128,16 @@ class ContinualBackprop:
         self.age, self.pending = list(state["age"]), list(state["pending"])  # ages on the CPU: no device syncs
         self.activity: list[torch.Tensor | None] = [None] * len(sizes)
         self.touched: dict[str, torch.Tensor] = {}  # entries recycled at least once in this chunk
-        self.handles = [modules_of(model, u)[1].register_forward_hook(self._recorder(i))
-                        for i, u in enumerate(model.units)]
+        # training batches only, not the evaluations in between
+        self.handles = watch_activity(model, self._record, training_only=True)
 
-    def _recorder(self, i: int):
-        def record(module, inputs, output):
-            if module.training:  # training batches only, not the evaluations in between
-                self.activity[i] = channel_mean(output.relu())
-        return record
+    def _record(self, i: int, activity: torch.Tensor, images: int) -> None:
+        self.activity[i] = activity
 
     @torch.no_grad()
     def after_step(self, optimizer) -> None:
-        for i, units in enumerate(self.model.units):
-            consumer = modules_of(self.model, units)[2]
+        for i, (units, consumer) in enumerate(zip(self.model.units, self.consumers)):
+            # mean |w| of each input channel of the next layer: the unit's outgoing weights
             outgoing = consumer.weight.detach().abs().transpose(0, 1).flatten(1).mean(1)
             self.utility[i].mul_(self.decay).add_(self.activity[i] * outgoing, alpha=1 - self.decay)
             self.age[i] += 1
@@ -137,8 +147,10 @@ class ContinualBackprop:
             if count == 0:
                 continue
             self.pending[i] -= count
-            lowest = self.utility[i][eligible.to(self.utility[i].device)].topk(count, largest=False).indices.cpu()
-            index = eligible[lowest]
+            unbiased = 1 - self.decay ** self.age[i][eligible].double()  # the running mean's start-up bias
+            device = self.utility[i].device
+            score = self.utility[i][eligible.to(device)] / unbiased.float().to(device)
+            index = eligible[score.topk(count, largest=False).indices.cpu()]
             recycle(self.model, units, index, self.generator, optimizer.momentum_buffers(), self.touched)
             self.utility[i][index.to(self.utility[i].device)] = 0.0
             self.age[i][index] = 0

@@ -1,8 +1,6 @@
 """The other forgetting methods on small models: exactly the intended parameters change, by the
 intended rule, and the layers they name are found in every architecture."""
 
-import math
-
 import pytest
 import torch
 
@@ -171,24 +169,32 @@ def test_random_mask_is_spread_over_every_tensor_in_proportion():
 
 
 def test_kels_keeps_the_first_filters_over_the_first_inputs_and_resets_the_rest():
-    model = trained_like_model()
+    model = trained_like_model()  # small_cnn(1 channel, 10 classes, width 8)
     before = snapshot(model)
-    reset = forget(model, KnowledgeEvolutionParams(split="kels", split_rate=0.5), context(fresh_cnn(), digits_batch()))
+    reset = forget(model, KnowledgeEvolutionParams(split="kels", split_rate=0.3), context(fresh_cnn(), digits_batch()))
     fresh = dict(fresh_cnn()().named_parameters())
     after = dict(model.named_parameters())
+    # The fit part of each tensor, written out for this network and a split rate of 0.3:
+    # ceil(0.3 * 8) = 3, ceil(0.3 * 16) = 5, ceil(0.3 * 32) = 10 units.
+    fit = {
+        "body.0.0.weight": (slice(0, 3), slice(0, 1)),   # (8, 1, 3, 3): the image channel is not split
+        "body.0.1.weight": (slice(0, 3),), "body.0.1.bias": (slice(0, 3),),
+        "body.1.0.weight": (slice(0, 5), slice(0, 3)),   # (16, 8, 3, 3)
+        "body.1.1.weight": (slice(0, 5),), "body.1.1.bias": (slice(0, 5),),
+        "body.3.0.weight": (slice(0, 10), slice(0, 5)),  # (32, 16, 3, 3)
+        "body.3.1.weight": (slice(0, 10),), "body.3.1.bias": (slice(0, 10),),
+        "head.weight": (slice(0, 10), slice(0, 10)),     # (10, 32): the classes are not split
+        "head.bias": (slice(0, 10),),
+    }
+    assert set(fit) == set(before)
     for n, p in before.items():
         keep = torch.zeros(p.shape, dtype=torch.bool)
-        out = p.shape[0] if n.startswith("head.") else math.ceil(0.5 * p.shape[0])  # classes are not split
-        if p.dim() == 1:
-            keep[:out] = True
-        else:
-            inputs = p.shape[1] if n == "body.0.0.weight" else math.ceil(0.5 * p.shape[1])  # nor the image channels
-            keep[:out, :inputs] = True
-        assert torch.equal(after[n].detach()[keep], p[keep]), n
-        assert torch.equal(after[n].detach()[~keep], fresh[n].detach()[~keep]), n
-        assert reset.get(n, 0.0) == pytest.approx((~keep).float().mean().item())
-    conv = before["body.1.0.weight"]  # (16, 8, 3, 3): 8 of 16 filters over 4 of 8 inputs kept
-    assert reset["body.1.0.weight"] == pytest.approx(1 - (8 * 4) / (16 * 8)) and conv.shape[:2] == (16, 8)
+        keep[fit[n]] = True
+        assert torch.equal(after[n].detach()[keep], p[keep]), n  # fit part: bit-identical
+        assert torch.equal(after[n].detach()[~keep], fresh[n].detach()[~keep]), n  # reset part: a fresh model's
+        assert reset[n] == pytest.approx(1 - keep.float().mean().item())
+    assert reset["body.1.0.weight"] == pytest.approx(1 - (5 * 3) / (16 * 8))
+    assert reset["head.bias"] == 0.0
 
 
 def test_wels_split_is_fixed_for_a_run_and_keeps_about_the_rate():

@@ -4,10 +4,11 @@ the dormant units, continual backprop's utility and replacement follow their def
 import pytest
 import torch
 
-from lure.config import RedoParams
+from lure.config import ContinualBackpropParams, RedoParams
 from lure.forgetting import forget
-from lure.train import SGD
-from lure.units import ContinualBackprop, unit_activity
+from lure.models import resnet
+from lure.train import SGD, Data
+from lure.units import ContinualBackprop, recycle, unit_activity
 from tests.test_forgetting import context, digits_batch, trained_like_model
 from tests.test_methods import fresh_cnn
 
@@ -119,10 +120,11 @@ def test_continual_backprop_utility_follows_its_definition():
             activities.append(h.mean(dim=(0, 2, 3)))
     train_step(model, optimizer, data.x, data.y)
     cbp.after_step(optimizer)
-    consumers = [model.body[1][0].weight, model.body[3][0].weight, model.head.weight]
-    for utility, activity, w in zip(cbp.utility, activities, consumers):
-        outgoing = w.detach().abs().transpose(0, 1).flatten(1).mean(1)
-        torch.testing.assert_close(utility, 0.1 * activity * outgoing, rtol=1e-4, atol=1e-7)
+    # mean |w| over the outgoing weights of each unit: the consumer's input channel c
+    outgoing = [model.body[1][0].weight.abs().mean(dim=(0, 2, 3)), model.body[3][0].weight.abs().mean(dim=(0, 2, 3)),
+                model.head.weight.abs().mean(dim=0)]
+    for utility, activity, w in zip(cbp.utility, activities, outgoing):
+        torch.testing.assert_close(utility, 0.1 * activity * w.detach(), rtol=1e-4, atol=1e-7)
     assert all(torch.equal(a, torch.ones_like(a)) for a in cbp.age)
     cbp.close()
 
@@ -139,9 +141,9 @@ def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate
 
     train_step(model, optimizer, data.x, data.y)
     # decay 0: the utility is this step's activity (recorded by the hook) times mean |w_out|
-    outgoing = [model.get_submodule(u.consumer).weight.detach().abs().transpose(0, 1).flatten(1).mean(1)
-                for u in model.units]
-    expected = [cbp.activity[i] * w for i, w in enumerate(outgoing)]
+    outgoing = [model.body[1][0].weight.abs().mean(dim=(0, 2, 3)), model.body[3][0].weight.abs().mean(dim=(0, 2, 3)),
+                model.head.weight.abs().mean(dim=0)]
+    expected = [cbp.activity[i] * w.detach() for i, w in enumerate(outgoing)]
     cbp.after_step(optimizer)  # age 2 > 1: a quarter of the 8 / 16 / 32 units are replaced
     for i, units in enumerate(model.units):
         replaced = (cbp.age[i] == 0).nonzero().flatten()
@@ -162,3 +164,62 @@ def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate
     assert all(torch.equal(a, b) for a, b in zip(carried.age, cbp.age))  # ages carry into the next chunk
     carried.close()
 
+
+
+def test_continual_backprop_ranks_by_the_bias_corrected_utility():
+    model = trained_like_model().train()
+    data = digits_batch(32)
+    optimizer = SGD(list(model.named_parameters()), 0.01, 0.9, 0.0)
+    cbp = ContinualBackprop(model, replacement_rate=0.125, maturity=0, decay=0.9,
+                            generator=torch.Generator().manual_seed(0), state={})
+    train_step(model, optimizer, data.x, data.y)
+    # Layer 0 (8 units) replaces one unit. Unit 2 is young (age 1, becoming 2) with a small running
+    # utility, unit 5 old (age 99) with a slightly larger one; the rest are large. No new activity.
+    cbp.utility[0] = torch.ones(8)
+    cbp.utility[0][2], cbp.utility[0][5] = 0.01, 0.02
+    cbp.age[0] = torch.full((8,), 99)
+    cbp.age[0][2] = 1
+    cbp.activity[0] = torch.zeros(8)
+    cbp.after_step(optimizer)
+    # raw: 0.009 < 0.018, but corrected: 0.009 / (1 - 0.9^2) = 0.047 > 0.018 / (1 - 0.9^100)
+    assert (cbp.age[0] == 0).nonzero().flatten().tolist() == [5]
+    cbp.close()
+
+
+def test_continual_backprop_hooks_record_training_batches_only_and_go_on_close():
+    model = trained_like_model().train()
+    data = digits_batch(16)
+    cbp = ContinualBackprop(model, 0.0, 10, 0.99, torch.Generator(), {})
+    model.eval()
+    model(data.x.float() / 255)
+    assert cbp.activity == [None, None, None]  # an evaluation is not a training step
+    model.train()
+    model(data.x.float() / 255)
+    assert all(a is not None and a.shape == (n,) for a, n in zip(cbp.activity, [8, 16, 32]))
+    state = cbp.close()
+    cbp.activity = [None] * 3
+    model(data.x.float() / 255)
+    assert cbp.activity == [None, None, None]
+    assert set(state) == {"utility", "age", "pending"}
+
+
+def test_recycling_on_a_resnet_draws_from_its_fan_out_normal_init():
+    torch.manual_seed(0)
+    model = resnet("resnet18", 3, 10)
+    units = model.units[0]  # body.layer1.0: conv1 -> bn1 -> conv2, 64 channels of 3x3
+    assert units.consumer == "body.layer1.0.conv2"
+    touched = {}
+    recycle(model, units, torch.arange(64), torch.Generator().manual_seed(1), {}, touched)
+    drawn = model.get_submodule(units.conv).weight.detach()
+    # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"): std = sqrt(2 / (64 * 3 * 3))
+    assert drawn.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
+    assert abs(drawn.mean().item()) < 0.005
+    assert torch.all(model.get_submodule(units.consumer).weight == 0)
+    # and ReDo / continual backprop run end to end on it
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    data = Data(x, torch.randint(0, 10, (8,)))
+    ctx = context(lambda: resnet("resnet18", 3, 10), data)
+    forget(model, RedoParams(tau=0.1, score_batch_size=8), ctx)
+    forget(model, ContinualBackpropParams(), ctx)
+    assert ctx.during_training is not None and len(ctx.during_training.utility) == 8
+    ctx.during_training.close()
