@@ -195,7 +195,9 @@ def _fmt(value: float | int) -> str:
 def _cell(row: dict, name: str) -> str:
     """`mean ± std` with two seeds or more, the value alone with one."""
     spread = row.get(f"{name}_std")
-    return _fmt(row[name]) + ("" if spread is None else f" ± {spread:.4f}")
+    if spread is None:
+        return _fmt(row[name])
+    return _fmt(row[name]) + (" ± 0" if spread == 0 else f" ± {spread:.4f}")  # 0: the same in every run
 
 
 def markdown_table(summary_rows: dict[str, dict]) -> str:
