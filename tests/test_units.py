@@ -93,6 +93,21 @@ def test_redo_with_tau_zero_recycles_only_silent_units():
     assert changed_rows.nonzero().flatten().tolist() == [3, 11]
 
 
+def small_cbp(replacement_rate, maturity, decay):
+    """A small CNN in training mode, a batch of digits, an SGD and continual backprop on them."""
+    model = trained_like_model().train()
+    optimizer = SGD(list(model.named_parameters()), 0.01, 0.9, 0.0)
+    cbp = ContinualBackprop(model, replacement_rate, maturity, decay, generator=torch.Generator().manual_seed(0),
+                            state={})
+    return model, digits_batch(32), optimizer, cbp
+
+
+def outgoing_means(model):
+    """Mean |w| over each unit's outgoing weights: the next layer's input channel c, by hand."""
+    return [model.body[1][0].weight.detach().abs().mean(dim=(0, 2, 3)),
+            model.body[3][0].weight.detach().abs().mean(dim=(0, 2, 3)), model.head.weight.detach().abs().mean(dim=0)]
+
+
 def train_step(model, optimizer, x, y):
     logits = model(x.float() / 255)
     optimizer.zero_grad()
@@ -101,11 +116,7 @@ def train_step(model, optimizer, x, y):
 
 
 def test_continual_backprop_utility_follows_its_definition():
-    model = trained_like_model().train()
-    data = digits_batch(32)
-    optimizer = SGD(list(model.named_parameters()), 0.01, 0.9, 0.0)
-    cbp = ContinualBackprop(model, replacement_rate=0.0, maturity=10**9, decay=0.9,
-                            generator=torch.Generator().manual_seed(0), state={})
+    model, data, optimizer, cbp = small_cbp(replacement_rate=0.0, maturity=10**9, decay=0.9)
     # the activity of the step's forward pass (batch statistics, weights before the step)
     activities = []
     with torch.no_grad():
@@ -120,30 +131,21 @@ def test_continual_backprop_utility_follows_its_definition():
             activities.append(h.mean(dim=(0, 2, 3)))
     train_step(model, optimizer, data.x, data.y)
     cbp.after_step(optimizer)
-    # mean |w| over the outgoing weights of each unit: the consumer's input channel c
-    outgoing = [model.body[1][0].weight.abs().mean(dim=(0, 2, 3)), model.body[3][0].weight.abs().mean(dim=(0, 2, 3)),
-                model.head.weight.abs().mean(dim=0)]
-    for utility, activity, w in zip(cbp.utility, activities, outgoing):
-        torch.testing.assert_close(utility, 0.1 * activity * w.detach(), rtol=1e-4, atol=1e-7)
+    for utility, activity, w in zip(cbp.utility, activities, outgoing_means(model)):
+        torch.testing.assert_close(utility, 0.1 * activity * w, rtol=1e-4, atol=1e-7)
     assert all(torch.equal(a, torch.ones_like(a)) for a in cbp.age)
     cbp.close()
 
 
 def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate():
-    model = trained_like_model().train()
-    data = digits_batch(32)
-    optimizer = SGD(list(model.named_parameters()), 0.01, 0.9, 0.0)
-    cbp = ContinualBackprop(model, replacement_rate=0.25, maturity=1, decay=0.0,
-                            generator=torch.Generator().manual_seed(0), state={})
+    model, data, optimizer, cbp = small_cbp(replacement_rate=0.25, maturity=1, decay=0.0)
     train_step(model, optimizer, data.x, data.y)
     cbp.after_step(optimizer)  # age 1: none is mature yet
     assert cbp.reset == {} and cbp.pending == [0.0, 0.0, 0.0]
 
     train_step(model, optimizer, data.x, data.y)
     # decay 0: the utility is this step's activity (recorded by the hook) times mean |w_out|
-    outgoing = [model.body[1][0].weight.abs().mean(dim=(0, 2, 3)), model.body[3][0].weight.abs().mean(dim=(0, 2, 3)),
-                model.head.weight.abs().mean(dim=0)]
-    expected = [cbp.activity[i] * w.detach() for i, w in enumerate(outgoing)]
+    expected = [cbp.activity[i] * w for i, w in enumerate(outgoing_means(model))]
     cbp.after_step(optimizer)  # age 2 > 1: a quarter of the 8 / 16 / 32 units are replaced
     for i, units in enumerate(model.units):
         replaced = (cbp.age[i] == 0).nonzero().flatten()
@@ -165,13 +167,8 @@ def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate
     carried.close()
 
 
-
 def test_continual_backprop_ranks_by_the_bias_corrected_utility():
-    model = trained_like_model().train()
-    data = digits_batch(32)
-    optimizer = SGD(list(model.named_parameters()), 0.01, 0.9, 0.0)
-    cbp = ContinualBackprop(model, replacement_rate=0.125, maturity=0, decay=0.9,
-                            generator=torch.Generator().manual_seed(0), state={})
+    model, data, optimizer, cbp = small_cbp(replacement_rate=0.125, maturity=0, decay=0.9)
     train_step(model, optimizer, data.x, data.y)
     # Layer 0 (8 units) replaces one unit. Unit 2 is young (age 1, becoming 2) with a small running
     # utility, unit 5 old (age 99) with a slightly larger one; the rest are large. No new activity.
