@@ -45,14 +45,14 @@ def pick_device(choice: str) -> torch.device:
 SHUFFLE_STREAM, FORGET_STREAM, FRESH_MODEL_STREAM, SPLIT_STREAM = 0, 1, 2, 3
 
 
-def provenance(seed: int, device: torch.device) -> dict[str, str | int]:
-    """What a result was computed with: recorded beside every metric."""
+def provenance(seed: int, run_seed: int, device: torch.device) -> dict[str, str | int]:
+    """What a result was computed with: recorded beside every metric (`seed`: the data's)."""
     import platform
 
     from lure import __version__
 
     return {"seed": seed, "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "lure": __version__}
+            "lure": __version__, "run_seed": run_seed}
 
 
 def derive_seed(*key: int) -> int:

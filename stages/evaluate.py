@@ -77,7 +77,7 @@ def main(method: str, seed: int = typer.Option(..., help="run seed, one of `seed
         robustness = corruption_metrics(model, names, device, batch, bins)
         final.update(mca=robustness["mca"], rel_robustness=robustness["relative"], ece_corrupt=robustness["ece"])
         result["robustness"] = robustness
-    result["provenance"] = {**provenance(p.seed, device), "run_seed": seed}
+    result["provenance"] = provenance(p.seed, seed, device)
 
     b = reliability(probs, test.y, bins)
     rows = [f"{(i + 0.5) / bins:.4f},{b.confidence[i]:.6f},{b.accuracy[i]:.6f},{int(b.count[i])}\n"

@@ -30,7 +30,7 @@ def main(seed: int = typer.Option(..., help="run seed, one of `seeds` in params.
     save_checkpoint(paths.init_model_path(seed), init)
     save_checkpoint(paths.first_model_path(seed), cpu_state(model), result.momentum)
     write_json(paths.learn_metrics_path(seed),
-               {"chunk_1": result.metrics(), "provenance": {**provenance(p.seed, device), "run_seed": seed}})
+               {"chunk_1": result.metrics(), "provenance": provenance(p.seed, seed, device)})
     print(f"seed {seed}, chunk 1: val acc {result.val_acc:.4f} after {result.updates} updates on {device}")
 
 

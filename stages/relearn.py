@@ -118,7 +118,7 @@ def main(method: str, chunk: int, seed: int = typer.Option(..., help="run seed, 
         "reset_by_layer": reset_by_layer,
         "reset": reset,
         **({"stability": gap_metrics(stream, chunk)} if stream.steps else {}),
-        "provenance": {**provenance(p.seed, device), "run_seed": seed},
+        "provenance": provenance(p.seed, seed, device),
     })
     gap = f", stability gap {stream.old[0] - min(stream.old[1:] or stream.old):.3f}" if stream.steps else ""
     print(f"{method} seed {seed} chunk {chunk}: reset {reset_total:.3f} of the weights, val acc {result.val_acc:.4f} "
