@@ -26,18 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lure.config import ModelParams, TrainParams
-from lure.data import Split, load_source
-from lure.models import build_model
-from lure.train import Data, Trainer, predict
+from lure.config import ModelSettings, TrainSettings
+from lure.data import Images, load_source
+from lure.models import build_model, predict
+from lure.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_images(args) -> Split:
+def load_images(args) -> Images:
     if args.synthetic:
         rng = np.random.default_rng(0)
-        return Split(rng.integers(0, 256, (args.images, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, args.images))
+        return Images(rng.integers(0, 256, (args.images, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, args.images))
     from lure.config import ImageFolderData
 
     source = load_source(ImageFolderData(source="imagefolder", path=args.data, chunk_size=2), seed=0)
@@ -49,11 +49,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def ours_train(model, images: Split, batch: int, steps: int, device, compile_: bool) -> float:
-    params = TrainParams(batch_size=batch, lr=0.01, augment="crop_flip", compile=compile_)
-    data = Data.of(images.take(np.arange(batch * steps)), device)
-    trainer = Trainer(model, params, device)
-    warm = Data(data.x[: batch * 2], data.y[: batch * 2])
+def ours_train(model, images: Images, batch: int, steps: int, device, compile_: bool) -> float:
+    settings = TrainSettings(batch_size=batch, lr=0.01, augment="crop_flip", compile=compile_)
+    data = images.take(np.arange(batch * steps)).on(device)
+    trainer = Trainer(model, settings, device)
+    warm = Images(data.x[: batch * 2], data.y[: batch * 2])
     trainer.epoch(warm, torch.Generator().manual_seed(0))  # allocations, cuDNN choice, compilation
     sync(device)
     start = time.perf_counter()
@@ -62,9 +62,9 @@ def ours_train(model, images: Split, batch: int, steps: int, device, compile_: b
     return seen / (time.perf_counter() - start)
 
 
-def ours_eval(model, images: Split, device) -> float:
-    data = Data.of(images, device)
-    predict(model, Data(data.x[:1000], data.y[:1000]), 1000)
+def ours_eval(model, images: Images, device) -> float:
+    data = images.on(device)
+    predict(model, Images(data.x[:1000], data.y[:1000]), 1000)
     sync(device)
     start = time.perf_counter()
     predict(model, data, 1000)
@@ -75,7 +75,7 @@ def ours_eval(model, images: Split, device) -> float:
 class BaselineDataset(torch.utils.data.Dataset):
     """torchvision.datasets.CIFAR10's __getitem__: a PIL image per sample, then the transforms."""
 
-    def __init__(self, images: Split, mean, std) -> None:
+    def __init__(self, images: Images, mean, std) -> None:
         from torchvision import transforms
 
         self.images = images
@@ -93,7 +93,7 @@ class BaselineDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images.x[i].transpose(1, 2, 0))), int(self.images.y[i])
 
 
-def baseline_train(model, images: Split, batch: int, steps: int, device, workers: int) -> float:
+def baseline_train(model, images: Images, batch: int, steps: int, device, workers: int) -> float:
     model.normalize.mean.zero_()  # the baseline normalises in its transforms
     model.normalize.std.fill_(1)
     dataset = BaselineDataset(images.take(np.arange(batch * (steps + 2))), (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
@@ -138,10 +138,10 @@ def main() -> None:
         if steps < 1:
             continue
         torch.manual_seed(0)
-        ours = ours_train(build_model(ModelParams(arch=arch), 3, 10).to(device), images, batch, steps, device, args.compile)
+        ours = ours_train(build_model(ModelSettings(arch=arch), 3, 10).to(device), images, batch, steps, device, args.compile)
         torch.manual_seed(0)
-        base = baseline_train(build_model(ModelParams(arch=arch), 3, 10).to(device), images, batch, steps, device, args.workers)
-        evaluation = ours_eval(build_model(ModelParams(arch=arch), 3, 10).to(device).eval(), images, device)
+        base = baseline_train(build_model(ModelSettings(arch=arch), 3, 10).to(device), images, batch, steps, device, args.workers)
+        evaluation = ours_eval(build_model(ModelSettings(arch=arch), 3, 10).to(device).eval(), images, device)
         rows.append({"model": arch, "batch": batch, "steps": steps, "train_img_s": round(ours),
                      "baseline_train_img_s": round(base), "speedup": round(ours / base, 2),
                      "eval_img_s": round(evaluation)})

@@ -1,5 +1,5 @@
-"""The `lure` command: check params.yaml and read results. The pipeline itself runs with DVC
-(`dvc repro`); its stages are the modules in stages/."""
+"""The `lure` command: check params.yaml, describe its settings, read results. The pipeline
+itself runs with DVC (`dvc repro`); its stages are the modules in stages/."""
 
 from __future__ import annotations
 
@@ -16,20 +16,22 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 @app.command()
 @reports_errors
 def check(params: Path = Path("params.yaml")) -> None:
-    """Validate params.yaml and print what `dvc repro` will train."""
+    """Validate params.yaml, every method's section included, and print what `dvc repro` will train."""
     from lure.config import load_params
-    from lure.runs import stage_count
+    from lure.methods import load_methods
+    from lure.paths import stage_count
 
     p = load_params(params)
+    methods = load_methods(p)
     data = p.data
     print(f"{params}: valid")
     print(f"  data: {data.source}, {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}")
     print(f"  run seeds: {', '.join(map(str, p.seeds))} (every method runs once per seed)")
     print(f"  model: {p.model.arch}; replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {p.train.device}")
-    print(f"  methods: {', '.join(f'{name} ({m.kind})' for name, m in p.methods.items())}")
+    print(f"  methods: {', '.join(f'{name} ({m.kind})' for name, m in methods.items())}")
     relearn = len(p.chunks) * len(p.methods) * len(p.seeds)
     print(f"  stages per method and seed: chunks 2..{p.n_chunks} ({relearn} relearn stages in all)")
-    print(f"  stages in all: {stage_count(p)}")
+    print(f"  stages in all: {stage_count(len(p.methods), len(p.seeds), len(p.chunks))}")
 
 
 @app.command()
@@ -42,3 +44,64 @@ def results(params: Path = Path("params.yaml")) -> None:
     p = load_params(params)
     print(tables(load_evaluations(list(p.methods), p.seeds)))
 
+
+@app.command(name="params")
+def describe_params(markdown: bool = typer.Option(False, "--markdown", help="as Markdown tables")) -> None:
+    """Describe every setting of params.yaml: its values, its default and what it does."""
+    print(settings_reference(markdown), end="")
+
+
+def settings_reference(markdown: bool = False) -> str:
+    """Every section of the params file, every data source and every method kind, with their settings."""
+    groups = "\n\n".join(_group(title, doc, rows, markdown) for title, doc, rows in setting_groups()) + "\n"
+    if markdown:  # docs/params.md
+        return ("# The settings of params.yaml\n\nWritten by `uv run lure params --markdown > docs/params.md` from "
+                "the descriptions in the code (lure/config.py, lure/methods/); do not edit by hand.\n\n" + groups)
+    return groups
+
+
+def setting_groups() -> list[tuple[str, str, list[tuple[str, str, str, str]]]]:
+    """(title, what the section is, its settings as (key, values, default, description)) for the
+    params file, each data source, each method kind and the mitigations."""
+    from lure.config import DATA_SOURCES, Params, describe
+    from lure.methods import METHODS, Method
+    from lure.methods.mitigations import Mitigations
+
+    groups = [("params.yaml", Params.__doc__, describe(Params))]
+    groups += [(f"data (source: {' | '.join(_tags(cls, 'source'))})", cls.__doc__, describe(cls, "data."))
+               for cls in DATA_SOURCES]
+    groups += [(f"methods.<name> (kind: {kind})", cls.__doc__,
+                describe(cls, "methods.<name>.", exclude={"kind", "mitigate"})) for kind, cls in METHODS.items()]
+    mitigate = ("methods.<name>.mitigate", "section", "", Method.model_fields["mitigate"].description)
+    groups.append(("methods.<name>.mitigate (every kind)", Mitigations.__doc__,
+                   [mitigate, *describe(Mitigations, "methods.<name>.mitigate.")]))
+    return [(title, " ".join((doc or "").split()), list(rows)) for title, doc, rows in groups]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a | inside a Markdown table cell
+
+
+def _tags(cls, field: str) -> tuple[str, ...]:
+    import typing
+
+    return typing.get_args(cls.model_fields[field].annotation)
+
+
+def _group(title: str, doc: str, rows: list[tuple[str, str, str, str]], markdown: bool) -> str:
+    if markdown:
+        lines = [f"### {title}", "", doc, "", "| key | values | default | what it does |", "|---|---|---|---|"]
+        for key, kind, default, text in rows:
+            default = f"`{_cell(default)}`" if default not in ("", "required") else default
+            lines.append(f"| `{key}` | {_cell(kind)} | {default} | {_cell(text)} |")
+        return "\n".join(lines)
+    lines = [title, f"  {doc}"] if doc else [title]
+    for key, kind, default, text in rows:
+        lines.append(f"  {key}: {kind}" + (f" = {default}" if default else ""))
+        if text:
+            lines.append(f"      {text}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,16 +1,22 @@
-"""params.yaml, validated: unknown keys and bad values are refused with the key's name.
+"""params.yaml, validated and described: unknown keys and bad values are refused with the key's name,
+and every setting is described here once (`uv run lure params` prints the descriptions).
 
-Each top-level section is one model; stages track exactly the sections they read (dvc.yaml),
-so a change to one method's section re-runs only that method's stages.
+Each top-level section is one model; stages track exactly the sections they read (dvc.yaml), so a
+change to one method's section re-runs only that method's stages. A method's own settings are
+declared beside the method, in lure/methods/; here `methods` is checked for its shape only, so
+that the stages which run no method (prepare, corrupt, learn, report) depend on no method's code.
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from lure.errors import LureError
 
@@ -27,52 +33,55 @@ class Strict(BaseModel):
 class ChunkedData(Strict):
     """How any source is cut into chunks."""
 
-    chunk_size: Annotated[int, Field(ge=2)]  # images per chunk (train + validation)
-    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1  # per-chunk validation split
-    # Few-shot setting: keep only this many training images per class (seeded), then chunk.
-    shots_per_class: Annotated[int, Field(ge=1)] | None = None
-    # iid: every chunk a seeded sample of all classes; class_incremental: chunk k holds only the
-    # k-th group of classes_per_chunk classes (seeded class order), at most chunk_size images.
-    split: Literal["iid", "class_incremental"] = "iid"
-    classes_per_chunk: Annotated[int, Field(ge=1)] = 2
+    chunk_size: int = Field(ge=2, description="images per chunk, training and validation together")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each chunk held out for validation "
+                                "(the paper: 90/10)")
+    shots_per_class: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="few-shot setting: keep only this many training images per class (seeded) before "
+                          "chunking; null keeps them all")
+    split: Literal["iid", "class_incremental"] = Field(
+        "iid", description="iid: every chunk a seeded sample of all classes; class_incremental: chunk k holds only "
+                           "the k-th group of classes_per_chunk classes (in a seeded class order), at most "
+                           "chunk_size images")
+    classes_per_chunk: int = Field(2, ge=1, description="class_incremental only: classes per chunk")
 
 
 class DigitsData(ChunkedData):
     """scikit-learn's bundled handwritten digits: 1797 real 8x8 images, no download."""
 
-    source: Literal["digits"] = "digits"
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
-    chunk_size: Annotated[int, Field(ge=2)] = 175
+    source: Literal["digits"] = Field("digits", description="this section's source")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="stratified test split (360 images at 0.2)")
+    chunk_size: int = Field(175, ge=2, description="images per chunk, training and validation together "
+                            "(the digits pool of 1437 holds 8 chunks of 175)")
 
 
 class TorchvisionData(ChunkedData):
-    """MNIST, CIFAR-10 or CIFAR-100 in torchvision's layout under `root` (downloaded there when
-    `download` is on and the machine is online), or as an ImageFolder tree (train/, test/) at `root`."""
+    """MNIST, CIFAR-10 or CIFAR-100 with their standard train/test splits."""
 
-    source: Literal["mnist", "cifar10", "cifar100"]
-    root: Path = Path("data/raw")
-    download: bool = True
+    source: Literal["mnist", "cifar10", "cifar100"] = Field(description="this section's source")
+    root: Path = Field(Path("data/raw"), description="torchvision's layout under this folder (MNIST/raw/, "
+                       "cifar-10-batches-py/, cifar-100-python/), or an ImageFolder copy (train/<class>/*, "
+                       "test/<class>/*) at it; keep it under data/raw, which prepare depends on")
+    download: bool = Field(True, description="download into root when absent and the machine is online")
 
 
 class ImageFolderData(ChunkedData):
-    """A folder with train/<class>/* and test/<class>/* images (a user's own data)."""
+    """Your own images, all of one size."""
 
-    source: Literal["imagefolder"]
-    path: Path
+    source: Literal["imagefolder"] = Field(description="this section's source")
+    path: Path = Field(description="a folder with train/<class>/* and test/<class>/* images")
 
 
 DATA_SOURCES = (DigitsData, TorchvisionData, ImageFolderData)
-DataParams = Annotated[Union[DATA_SOURCES], Field(discriminator="source")]
+DataSource = Annotated[Union[DATA_SOURCES], Field(discriminator="source")]
 
 
 class ChunkStep(Strict):
-    """A chunk after the first and the chunk whose model it starts from.
+    """A chunk after the first, with the chunk whose model it starts from (DVC templates cannot
+    compute k - 1). When a new chunk arrives, append one."""
 
-    DVC templates cannot compute k - 1, so params.yaml spells it out; it must be k - 1.
-    """
-
-    k: Annotated[int, Field(ge=2)]
-    prev: int
+    k: int = Field(ge=2, description="the chunk's number")
+    prev: int = Field(description="k - 1, spelled out")
 
     @model_validator(mode="after")
     def _prev_is_previous(self) -> ChunkStep:
@@ -84,220 +93,79 @@ class ChunkStep(Strict):
 # --- model and training -----------------------------------------------------------------------
 
 
-class ModelParams(Strict):
-    # small_cnn: 3 conv-BN-ReLU blocks (digits, MNIST); resnet18: CIFAR stem (3x3 stride-1 conv,
-    # no max-pool); resnet50: ImageNet stem, for large images. ResNets come from torchvision.
-    arch: Literal["small_cnn", "resnet18", "resnet50"] = "small_cnn"
-    width: Annotated[int, Field(ge=1)] = 32  # small_cnn only: channels of the first block
+class ModelSettings(Strict):
+    """The network. Every model normalises its input inside and ends in a linear `head`."""
+
+    arch: Literal["small_cnn", "resnet18", "resnet50"] = Field(
+        "small_cnn", description="small_cnn: 3 conv-BN-ReLU blocks; resnet18: torchvision's with the CIFAR stem "
+                                 "(3x3 stride-1 conv, no max-pool); resnet50: the ImageNet stem, for large images")
+    width: int = Field(32, ge=1, description="small_cnn only: channels of the first block")
 
 
-class TrainParams(Strict):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    epochs: Annotated[int, Field(ge=1)] = 30
-    batch_size: Annotated[int, Field(ge=2)] = 32
-    lr: Annotated[float, Field(gt=0.0)] = 0.05
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    weight_decay: Annotated[float, Field(ge=0.0)] = 5e-4
-    lr_milestones: list[Annotated[int, Field(ge=1)]] = [15, 25]
-    lr_gamma: Annotated[float, Field(gt=0.0)] = 0.1
-    # "best_val": the checkpoint with the best validation accuracy ends the chunk (paper).
-    select: Literal["best_val", "last"] = "best_val"
-    # crop_flip: random crop with zero padding + horizontal flip, done on the device in batches.
-    augment: Literal["none", "crop_flip"] = "none"
-    crop_padding: Annotated[int, Field(ge=0)] = 4
-    # auto: bf16 autocast and channels_last on CUDA, fp32 on the CPU.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: bool = False  # torch.compile the model (CUDA; pays a compile per stage)
+class TrainSettings(Strict):
+    """SGD with momentum and weight decay, on a step schedule that restarts at every chunk."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU")
+    epochs: int = Field(30, ge=1, description="epochs per chunk")
+    batch_size: int = Field(32, ge=2, description="images per update")
+    lr: float = Field(0.05, gt=0.0, description="learning rate at the start of every chunk")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum; the buffers carry over from chunk to "
+                            "chunk, as in the official LURE code (see mitigate.fresh_optimizer)")
+    weight_decay: float = Field(5e-4, ge=0.0, description="L2 penalty, added to the gradient as torch.optim.SGD "
+                                "adds it")
+    lr_milestones: list[Annotated[int, Field(ge=1)]] = Field(
+        [15, 25], description="epochs of the chunk at which the LR is multiplied by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0.0, description="the LR factor at each milestone")
+    select: Literal["best_val", "last"] = Field(
+        "best_val", description="best_val: the epoch with the best validation accuracy ends the chunk (the paper); "
+                                "last: the last epoch")
+    augment: Literal["none", "crop_flip"] = Field(
+        "none", description="crop_flip: random crop of the zero-padded image plus a horizontal flip, in batches on "
+                            "the device")
+    crop_padding: int = Field(4, ge=0, description="crop_flip: padding in pixels")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast and channels_last on CUDA, fp32 on the CPU")
+    compile: bool = Field(False, description="torch.compile the model (CUDA; pays a compile per stage)")
 
 
-class ReplayParams(Strict):
-    # full: all chunks so far; buffer: the new chunk plus a fixed-size seeded reservoir of
-    # earlier samples; none: the new chunk alone.
-    mode: Literal["full", "buffer", "none"] = "full"
-    buffer_size: Annotated[int, Field(ge=1)] = 200
-    buffer_val_size: Annotated[int, Field(ge=1)] = 20
+class ReplaySettings(Strict):
+    """What a new chunk trains (and selects its checkpoint) on."""
+
+    mode: Literal["full", "buffer", "none"] = Field(
+        "full", description="full: every chunk so far; buffer: the new chunk plus a seeded reservoir of earlier "
+                            "images; none: the new chunk alone")
+    buffer_size: int = Field(200, ge=1, description="buffer: training images kept from earlier chunks")
+    buffer_val_size: int = Field(20, ge=1, description="buffer: validation images kept from earlier chunks")
 
 
-# --- forgetting methods (one section each; `kind` defaults to the section's name) --------------
+# --- measurement ------------------------------------------------------------------------------
 
 
-class Mitigations(Strict):
-    """Stability-gap mitigations (Harun & Kanan 2023), options of any method."""
+class EvaluateSettings(Strict):
+    """The evaluation of every run on the test set."""
 
-    soft_targets: bool = False  # SGM's dynamic soft targets instead of one-hot labels
-    # A new SGD state at each chunk; by default the momentum is carried over, as the official
-    # LURE code never rebuilds its optimizer.
-    fresh_optimizer: bool = False
-    warmup: Fraction = 0.0  # linear LR warm-up over this fraction of the chunk's updates
-    # When the method resets the head: class_means sets row c to the mean of the L2-normalised
-    # penultimate features of class c's training images (no augmentation), bias 0.
-    head_init: Literal["random", "class_means"] = "random"
+    ece_bins: int = Field(15, ge=1, description="equal-width confidence bins of the top-label ECE and MCE")
+    batch_size: int = Field(1000, ge=1, description="images per forward pass")
 
 
-class MethodBase(Strict):
-    mitigate: Mitigations = Mitigations()
+class StabilitySettings(Strict):
+    """Continual evaluation inside every relearn stage: the stability gap (De Lange et al. 2023)."""
+
+    every: int = Field(10, ge=0, description="evaluate before the first update and every this many updates; "
+                       "0: off")
+    samples: int = Field(100, ge=1, description="held-out validation images per chunk (a seeded subset)")
 
 
-class WarmParams(MethodBase):
-    """Continue from the previous chunk's model."""
+class RobustnessSettings(Strict):
+    """Corrupted copies of the test set (CIFAR-10-C's corruptions), made once by the corrupt stage."""
 
-    kind: Literal["warm"] = "warm"
-
-
-class ScratchParams(MethodBase):
-    """Restart from the saved initial weights (the official code's `--use_randinit`)."""
-
-    kind: Literal["scratch"] = "scratch"
-
-
-class MaskParams(MethodBase):
-    """Re-initialise the lowest-scoring `fraction` of the weights over one global threshold; the
-    methods that share this differ in the score only (LURE: SNIP; magnitude: |theta|; random)."""
-
-    # Lowest-scoring fraction of the scored parameters, over one global threshold.
-    fraction: Fraction = 0.2
-    # all: every parameter competes for the threshold, BN gamma/beta and biases included, but
-    # only tensors named `weight` are reset (official LURE); weights: only `weight` tensors are scored.
-    score_params: Literal["all", "weights"] = "all"
-    # kaiming: fresh kaiming_uniform(a=sqrt(5)) draw, 1-D tensors as (n, 1), so BN gamma becomes
-    # U(-1, 1) (official LURE); module: the value a freshly built model would have (BN gamma = 1).
-    reinit: Literal["kaiming", "module"] = "kaiming"
-
-
-class LureParams(MaskParams):
-    """SNIP-scored re-initialisation. Defaults reproduce the official code (NeurAI-Lab/LURE)."""
-
-    kind: Literal["lure"] = "lure"
-    # replay: the first images of the replay set in stored order, i.e. chunk 1's under full
-    # replay (official); chunk: the new chunk's training images (official `-snip_no_replay`).
-    score_data: Literal["replay", "chunk"] = "replay"
-    score_batches: Annotated[int, Field(ge=1)] = 1  # official: one batch
-    score_batch_size: Annotated[int, Field(ge=1)] = 100  # official: 100 images
-    # eval: BN uses running statistics while scoring (official); train: batch statistics
-    # (running statistics are left untouched either way).
-    score_mode: Literal["eval", "train"] = "eval"
-
-
-class MagnitudeParams(MaskParams):
-    """Ablation of LURE: the lowest |theta| instead of the lowest |g * theta|, data-free."""
-
-    kind: Literal["magnitude"] = "magnitude"
-
-
-class RandomMaskParams(MaskParams):
-    """Ablation of LURE: the same fraction, chosen at random (tells "which" from "how many")."""
-
-    kind: Literal["random_mask"] = "random_mask"
-
-
-class ShrinkPerturbParams(MethodBase):
-    """Shrink & perturb (Ash & Adams 2020): theta <- shrink * theta + perturb * fresh, every
-    parameter. Defaults are the LURE code's (0.3, 0.001, kaiming); Ash & Adams' reference code
-    uses shrink 0.4, perturb 0.1 with a freshly initialised model (noise: module)."""
-
-    kind: Literal["shrink_perturb"] = "shrink_perturb"
-    shrink: Fraction = 0.3
-    perturb: Annotated[float, Field(ge=0.0)] = 0.001
-    # kaiming: kaiming_uniform(a=sqrt(5)) draws, 1-D tensors as (n, 1) (LURE code);
-    # module: a freshly built model's parameters (Ash & Adams).
-    noise: Literal["kaiming", "module"] = "kaiming"
-
-
-class LaterLayersParams(MethodBase):
-    """Later-layer forgetting (Zhou et al. 2022): re-initialise every layer from `from_layer` on,
-    the head included. Layer names are the architecture's (lure.models: `stem`, `layer1`, ...)."""
-
-    kind: Literal["later_layers"] = "later_layers"
-    from_layer: str = "layer3"  # official LURE code: all but conv1, layer1 and layer2 of a ResNet-18
-    # kaiming: conv and linear weights drawn from kaiming_uniform(a=sqrt(5)), BN and biases kept
-    # (official LURE code, which also keeps the shortcut convs by a name filter; here they are
-    # reset with their layer); module: every parameter and BN statistic of those layers as a
-    # freshly built model has them.
-    reinit: Literal["kaiming", "module"] = "kaiming"
-
-
-class HeadResetParams(MethodBase):
-    """Classifier-head reset (RIFLE, Li et al. 2020): the final linear layer re-initialised."""
-
-    kind: Literal["head_reset"] = "head_reset"
-    # module: weight and bias as a freshly built head has them (RIFLE); kaiming: the weight alone
-    # drawn from kaiming_uniform(a=sqrt(5)), what the official LURE code meant to do.
-    reinit: Literal["kaiming", "module"] = "module"
-
-
-class KnowledgeEvolutionParams(MethodBase):
-    """Knowledge Evolution (Taha et al. 2021): every layer split once into a fit part, kept, and a
-    reset part, re-initialised at every chunk; the split is fixed for a run (seed and method)."""
-
-    kind: Literal["knowledge_evolution"] = "knowledge_evolution"
-    # kels: the fit part is the first ceil(rate * C_out) filters over the first ceil(rate * C_in)
-    # input channels (the image channels and the classes are not split); wels: a random mask
-    # keeping each weight with probability `split_rate`.
-    split: Literal["kels", "wels"] = "kels"
-    split_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    reinit: Literal["kaiming", "module"] = "module"  # KE: the reset part takes a fresh model's values
-
-
-class RedoParams(MethodBase):
-    """ReDo (Sokar et al. 2023): recycle dormant units when a chunk arrives. A unit's score is its
-    mean |activation| on a seeded sample of the replay data over the mean of its layer; at or below
-    `tau` it is dormant: its incoming weights are drawn afresh, its BN entries reset, its outgoing
-    weights and their momentum zeroed."""
-
-    kind: Literal["redo"] = "redo"
-    tau: Annotated[float, Field(ge=0.0)] = 0.1  # published: 0.025 or 0.1
-    score_batches: Annotated[int, Field(ge=1)] = 1  # the sample: score_batches x score_batch_size images
-    score_batch_size: Annotated[int, Field(ge=1)] = 256
-
-
-class ContinualBackpropParams(MethodBase):
-    """Continual backprop (Dohare et al. 2024): while training, per hidden unit a utility
-    u <- decay * u + (1 - decay) * |h| * mean |w_out|; units older than `maturity` updates are
-    eligible, and `replacement_rate` of them per update (accumulated) with the lowest utility are
-    replaced: incoming weights drawn afresh, outgoing weights zeroed. Nothing happens at the
-    chunk boundary itself. The published settings suit long runs: a unit must live `maturity`
-    updates, and a layer of n units replaces one every 1 / (replacement_rate * n) updates."""
-
-    kind: Literal["continual_backprop"] = "continual_backprop"
-    replacement_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-5  # published (CIFAR-100): 1e-5
-    maturity: Annotated[int, Field(ge=0)] = 1000  # published: 1000
-    decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99  # published: 0.99
-
-
-# One params class per method kind (its function is in lure.forgetting.METHODS): add new ones here.
-METHOD_PARAMS = (WarmParams, ScratchParams, LureParams, MagnitudeParams, RandomMaskParams, ShrinkPerturbParams,
-                 LaterLayersParams, HeadResetParams, KnowledgeEvolutionParams, RedoParams, ContinualBackpropParams)
-MethodParams = Annotated[Union[METHOD_PARAMS], Field(discriminator="kind")]
-
-
-def _tags(cls: type[BaseModel], field: str) -> tuple[str, ...]:
-    return get_args(cls.model_fields[field].annotation)
-
-
-METHOD_KINDS = tuple(tag for cls in METHOD_PARAMS for tag in _tags(cls, "kind"))
-UNION_TAGS = {*METHOD_KINDS, *(tag for cls in DATA_SOURCES for tag in _tags(cls, "source"))}
-
-
-class EvaluateParams(Strict):
-    ece_bins: Annotated[int, Field(ge=1)] = 15
-    batch_size: Annotated[int, Field(ge=1)] = 1000
-
-
-class StabilityParams(Strict):
-    """Continual evaluation inside every relearn stage (the stability gap, De Lange et al. 2023)."""
-
-    every: Annotated[int, Field(ge=0)] = 10  # evaluate before the first update and every k updates; 0: off
-    samples: Annotated[int, Field(ge=1)] = 100  # held-out (validation) images per chunk, seeded subset
-
-
-class RobustnessParams(Strict):
-    """Corrupted copies of the test set (lure.corruptions), made once by the corrupt stage."""
-
-    # standard: the 15 CIFAR-10-C corruptions; all: with the extras; none: no robustness metrics
-    corruptions: Literal["standard", "all", "none"] = "all"
-    severities: list[Annotated[int, Field(ge=1, le=5)]] = [1, 2, 3, 4, 5]
-    # A seeded subset of the test set, or null for all of it: 75 corrupted copies take room.
-    test_images: Annotated[int, Field(ge=1)] | None = None
+    corruptions: Literal["standard", "all", "none"] = Field(
+        "all", description="standard: the 15 of CIFAR-10-C; all: also speckle noise, gaussian blur and saturate; "
+                           "none: no robustness metrics")
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field([1, 2, 3, 4, 5], description="from 1 to 5")
+    test_images: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="corrupt a seeded subset of this many test images, or null for all of them (all "
+                          "18 corruptions x 5 severities of CIFAR-10's 10,000 take 2.8 GB)")
 
     @field_validator("severities")
     @classmethod
@@ -311,36 +179,38 @@ class RobustnessParams(Strict):
 
 
 class Params(Strict):
-    seed: Annotated[int, Field(ge=0)] = 0
-    # Run seeds: every method runs once per seed (initial weights, batch order, forgetting
-    # draws); `seed` above stays the data's (split, chunks, replay reservoir, held-out sets).
-    seeds: list[Annotated[int, Field(ge=0)]] = [0]
-    data: DataParams = DigitsData()
-    chunks: list[ChunkStep]
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    replay: ReplayParams = ReplayParams()
-    methods: dict[str, MethodParams]
-    evaluate: EvaluateParams = EvaluateParams()
-    robustness: RobustnessParams = RobustnessParams()
-    stability: StabilityParams = StabilityParams()
+    """The whole params file."""
+
+    seed: int = Field(0, ge=0, description="the data's seed, shared by every run: test split, chunk contents, "
+                      "replay reservoir, held-out and corrupted sets")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        [0], description="run seeds: every method runs once per seed (initial weights, batch order, forgetting "
+                         "draws) and the report gives mean and std over them; adding one runs only its stages")
+    data: DataSource = Field(DigitsData(), description="the source and how it is cut into chunks")
+    chunks: list[ChunkStep] = Field(description="the chunks after the first, in order")
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    replay: ReplaySettings = ReplaySettings()
+    methods: dict[str, dict[str, Any]] = Field(
+        description="one section per method that runs; its `kind` defaults to the section's name, so a variant "
+                    "can run beside the original, e.g. lure_chunk: {kind: lure, score_data: chunk}")
+    evaluate: EvaluateSettings = EvaluateSettings()
+    robustness: RobustnessSettings = RobustnessSettings()
+    stability: StabilitySettings = StabilitySettings()
+
+    _source: str = PrivateAttr("params.yaml")  # the file it was read from, for messages
 
     @field_validator("methods", mode="before")
     @classmethod
-    def _kind_defaults_to_name(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        sections = {}
-        for name, section in value.items():
-            section = {} if section is None else section
-            sections[name] = {"kind": name, **section} if isinstance(section, dict) else section
-        return sections
+    def _empty_section_is_defaults(cls, value: Any) -> Any:
+        return {name: {} if section is None else section for name, section in value.items()} \
+            if isinstance(value, dict) else value
 
     @field_validator("methods")
     @classmethod
     def _some_methods(cls, value: dict[str, Any]) -> dict[str, Any]:
         if not value:
-            raise ValueError(f"name at least one method ({', '.join(METHOD_KINDS)})")
+            raise ValueError("name at least one method, e.g. warm: {}")
         for name in value:
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"method name {name!r}: use letters, digits and _ only")
@@ -371,27 +241,49 @@ class Params(Strict):
     def n_chunks(self) -> int:
         return len(self.chunks) + 1
 
+    def kind_of(self, method: str) -> str:
+        """The kind of method a section runs: its `kind`, or else its name."""
+        return str(self.methods[method].get("kind", method))
 
-def _format_location(loc: tuple[Any, ...]) -> str:
-    """`methods.lure.fraction`, without the union tag pydantic inserts (methods.lure.lure...)."""
-    parts = [str(p) for p in loc]
-    tag_at = {"data": 1, "methods": 2}.get(parts[0]) if parts else None
-    if tag_at is not None and len(parts) > tag_at + 1 and parts[tag_at] in UNION_TAGS:
-        del parts[tag_at]
-    return ".".join(parts)
+    # A stage takes the method, the run seed and the chunk on its command line, as dvc.yaml
+    # writes them; these refuse ones that the params file does not list.
+
+    def check_method(self, method: str) -> str:
+        if method not in self.methods:
+            raise LureError(f"methods.{method}: no such method in {self._source} (have {', '.join(self.methods)})")
+        return method
+
+    def check_run_seed(self, seed: int) -> int:
+        if seed not in self.seeds:
+            listed = ", ".join(map(str, self.seeds))
+            raise LureError(f"--seed {seed}: seeds in {self._source} lists only {listed}; add it there to run it")
+        return seed
+
+    def check_chunk(self, k: int) -> int:
+        if not 2 <= k <= self.n_chunks:
+            raise LureError(f"chunk {k}: {self._source} lists chunks 2..{self.n_chunks}")
+        return k
 
 
-def _format_errors(err: ValidationError) -> str:
+# --- reading and messages ----------------------------------------------------------------------
+
+
+def error_lines(err: ValidationError, prefix: str = "") -> str:
+    """One line per error, naming the key (`methods.lure.fraction`), without the union tag that
+    pydantic inserts (data.digits.chunk_size)."""
+    tags = {tag for cls in DATA_SOURCES for tag in typing.get_args(cls.model_fields["source"].annotation)}
     lines = []
     for e in err.errors():
-        where = _format_location(e["loc"]) or "(top level)"
+        parts = [*filter(None, prefix.split(".")), *map(str, e["loc"])]
+        if len(parts) > 2 and parts[0] == "data" and parts[1] in tags:
+            del parts[1]
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             message = "unknown key"
         elif e["type"] == "missing":
             message = "required key is missing"
         got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e['input']!r})"
-        lines.append(f"  {where}: {message}{got}")
+        lines.append(f"  {'.'.join(parts) or '(top level)'}: {message}{got}")
     return "\n".join(lines)
 
 
@@ -400,9 +292,11 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise LureError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
-        raise LureError(f"{source} is invalid:\n{_format_errors(err)}") from None
+        raise LureError(f"{source} is invalid:\n{error_lines(err)}") from None
+    params._source = source
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -414,3 +308,66 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise LureError(f"{path} is not valid YAML: {err}") from None
     return parse_params(raw, str(path))
+
+
+# --- descriptions (`lure params`) --------------------------------------------------------------
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The section a field holds, or holds a list of."""
+    if typing.get_origin(annotation) is list:
+        annotation = typing.get_args(annotation)[0]
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _values(annotation: Any, metadata: list = ()) -> str:
+    """What a value of this annotation looks like, for a reader of params.yaml."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _values(args[0], [*metadata, *args[1:]])
+    if origin is Literal:
+        text = " | ".join(map(str, args))
+    elif origin in (Union, types.UnionType):
+        text = " or ".join("null" if a is type(None) else _values(a) for a in args)
+    elif origin is list:
+        text = f"list of {_values(args[0])}"
+    elif origin is dict:
+        text = "mapping"
+    else:
+        text = {"Path": "path"}.get(annotation.__name__, annotation.__name__) \
+            if isinstance(annotation, type) else str(annotation)
+    symbols = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    metadata = [inner for m in metadata for inner in getattr(m, "metadata", [m])]  # a Field's own constraints
+    bounds = [f"{symbols[k]} {getattr(m, k)}" for m in metadata for k in symbols if getattr(m, k, None) is not None]
+    return text + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return ""
+    value = str(value) if isinstance(value, Path) else value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def describe(model: type[BaseModel], prefix: str = "", exclude: set[str] = frozenset()) \
+        -> Iterator[tuple[str, str, str, str]]:
+    """Every setting of a section and of the sections inside it: (key, values, default, description)."""
+    for name, field in model.model_fields.items():
+        if name in exclude:
+            continue
+        key, section = f"{prefix}{name}", _model_in(field.annotation)
+        if field.discriminator:  # one of several sections, told apart by a key (data: its source)
+            variants = [v for m in typing.get_args(field.annotation)
+                        for v in typing.get_args(m.model_fields[field.discriminator].annotation)]
+            yield key, f"section, by {field.discriminator}: {' | '.join(variants)}", "", field.description or ""
+        elif section is None:
+            yield key, _values(field.annotation, field.metadata), _default(field), field.description or ""
+        elif typing.get_origin(field.annotation) is list:
+            yield key, "list", _default(field), field.description or " ".join((section.__doc__ or "").split())
+            yield from describe(section, f"{key}[].")
+        else:
+            yield key, "section", "", field.description or " ".join((section.__doc__ or "").split())
+            yield from describe(section, f"{key}.")

@@ -2,8 +2,9 @@
 for whole batches: seeded, on the images' device, for any image size and for grayscale.
 
 Each corruption is `fn(x, c, g) -> x'` on floats in [0, 1] shaped (N, C, H, W), with `c` its
-parameter at one severity (SEVERITIES) and `g` a generator on x's device. Sizes in pixels are the
-CIFAR (32 px) values; they are used as they are for other image sizes.
+parameter at one severity (SEVERITIES) and `g` a CPU generator: random draws are made on the CPU
+and moved to x's device, so a corrupted copy does not depend on the device that made it. Sizes in
+pixels are the CIFAR (32 px) values; they are used as they are for other image sizes.
 
 Where the original relies on tools we do not use, the approximation is stated where it is made:
 glass blur's pixel swaps, ImageMagick's motion blur, the frost photographs (a synthetic texture).
@@ -13,11 +14,15 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lure import streams
+from lure.config import Params
+from lure.data import load_test
 
 Tensor = torch.Tensor
 
@@ -51,10 +56,6 @@ EXTRAS = ("speckle_noise", "gaussian_blur", "saturate")  # spatter (needs edge m
 
 
 # --- building blocks ----------------------------------------------------------------------------
-
-
-# Random draws come from a CPU generator and are moved to the images' device, so the corrupted
-# copies do not depend on the device they were made on.
 
 
 def _rand(shape, g: torch.Generator, device) -> Tensor:
@@ -410,9 +411,26 @@ def names_for(choice: str) -> tuple[str, ...]:
 def corrupt_images(x: Tensor, name: str, severity: int, seed: int, batch_size: int = 1000) -> Tensor:
     """uint8 images (N, C, H, W) -> their corrupted copies, uint8, on x's device. Seeded by
     (seed, corruption, severity) only, so the copies are the same for every method."""
-    import zlib
-
-    generator = torch.Generator(device=x.device).manual_seed(
-        (seed * 1_000_003 + zlib.crc32(name.encode()) * 7 + severity) % 2**63)
+    generator = streams.corruption(seed, name, severity)
     return torch.cat([to_uint8(corrupt(part.float() / 255, name, severity, generator))
                       for part in x.split(batch_size)])
+
+
+def corrupted_test_set(params: Params) -> dict[str, np.ndarray]:
+    """The test images that get corrupted (all, or a seeded subset of robustness.test_images):
+    their `index` in the test set, labels `y` and clean images `x`."""
+    test = load_test()
+    index = np.arange(len(test))
+    n = params.robustness.test_images
+    if n is not None and n < len(test):
+        index = np.sort(streams.test_subset(params.seed).permutation(len(test))[:n])
+    return {"index": index, "y": test.y[index], "x": test.x[index]}
+
+
+def corrupted_copies(params: Params, images: np.ndarray, device: torch.device) -> Iterator[tuple[str, np.ndarray]]:
+    """Per corruption of robustness.corruptions, its name and the copies of `images` (uint8) at
+    every severity, (severities, N, C, H, W), made on `device`; one corruption at a time."""
+    x = torch.from_numpy(images).to(device)
+    for name in names_for(params.robustness.corruptions):
+        yield name, np.stack([corrupt_images(x, name, s, params.seed).cpu().numpy()
+                              for s in params.robustness.severities])

@@ -1,7 +1,7 @@
 """Data arriving in chunks: sources, the seeded chunking, and what each replay mode trains on.
 
-Everything here is numpy (no torch), so the prepare stage starts fast. Images are uint8
-arrays shaped (N, C, H, W); labels int64.
+Everything here is numpy (no torch), so the prepare stage starts fast; training moves Images
+to its device with `Images.on`.
 
 Chunk k is a fixed slice of one seeded permutation of the training pool, so its content
 depends on the seed, the pool and the chunk size only: asking for more chunks appends new
@@ -13,53 +13,62 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lure.config import DataParams, DigitsData, ImageFolderData, Params, TorchvisionData
+from lure import paths, streams
+from lure.config import DataSource, DigitsData, ImageFolderData, Params, ReplaySettings, TorchvisionData
 from lure.errors import LureError
 from lure.io import atomic_dir, load_arrays, md5, save_arrays, write_json
 
-# Independent random streams, one per purpose, so that one never shifts another.
-POOL_STREAM, VAL_STREAM, RESERVOIR_STREAM, SHOTS_STREAM, CLASS_ORDER_STREAM = 0, 1, 2, 3, 4
+if TYPE_CHECKING:
+    import torch
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
-class Split:
-    """Images and labels."""
+class Images:
+    """Images (N, C, H, W) as uint8 and their int64 labels: numpy arrays as stored, or torch
+    tensors on a device (`on`), where training and evaluation use them."""
 
-    x: np.ndarray
-    y: np.ndarray
+    x: np.ndarray | torch.Tensor
+    y: np.ndarray | torch.Tensor
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, index: np.ndarray) -> Split:
-        return Split(self.x[index], self.y[index])
+    def take(self, index: np.ndarray | torch.Tensor) -> Images:
+        return Images(self.x[index], self.y[index])
+
+    def on(self, device: torch.device) -> Images:
+        import torch  # here, not at the top: preparing the data needs numpy only
+
+        return Images(torch.from_numpy(self.x).to(device), torch.from_numpy(self.y).to(device))
 
     @staticmethod
-    def concat(parts: list[Split]) -> Split:
-        return Split(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
+    def concat(parts: list[Images]) -> Images:
+        return Images(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
 
 
 @dataclass(frozen=True)
 class Source:
-    pool: Split  # where chunks are cut from
-    test: Split
+    pool: Images  # where chunks are cut from
+    test: Images
     classes: list[str]
 
 
 @dataclass(frozen=True)
 class Chunk:
-    train: Split
-    val: Split
+    train: Images
+    val: Images
 
 
 # --- sources ----------------------------------------------------------------------------------
 
 
-def load_source(data: DataParams, seed: int) -> Source:
+def load_source(data: DataSource, seed: int) -> Source:
     """The source's training pool and test set (the pool cut to `shots_per_class` if set)."""
     if isinstance(data, DigitsData):
         source = _load_digits(data, seed)
@@ -74,9 +83,9 @@ def load_source(data: DataParams, seed: int) -> Source:
     return source
 
 
-def few_shot(pool: Split, shots: int, seed: int) -> Split:
+def few_shot(pool: Images, shots: int, seed: int) -> Images:
     """`shots` seeded images of every class (all of a class that has fewer), in pool order."""
-    rng = np.random.default_rng([seed, SHOTS_STREAM])
+    rng = streams.shots(seed)
     keep = [rng.permutation(np.flatnonzero(pool.y == c))[:shots] for c in np.unique(pool.y)]
     return pool.take(np.sort(np.concatenate(keep)))
 
@@ -90,9 +99,9 @@ def _load_digits(data: DigitsData, seed: int) -> Source:
     x = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
     y = digits.target.astype(np.int64)
     x_pool, x_test, y_pool, y_test = train_test_split(
-        x, y, test_size=data.test_fraction, stratify=y, random_state=seed
+        x, y, test_size=data.test_fraction, stratify=y, random_state=streams.digits_split(seed)
     )
-    return Source(Split(x_pool, y_pool), Split(x_test, y_test), [str(c) for c in digits.target_names])
+    return Source(Images(x_pool, y_pool), Images(x_test, y_test), [str(c) for c in digits.target_names])
 
 
 def _load_imagefolder(root: Path) -> Source:
@@ -138,13 +147,13 @@ def _load_torchvision(data: TorchvisionData) -> Source:
     return Source(_torchvision_split(train), _torchvision_split(test), list(train.classes))
 
 
-def _torchvision_split(dataset) -> Split:
+def _torchvision_split(dataset) -> Images:
     x = np.asarray(dataset.data)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
-    return Split(np.ascontiguousarray(x, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64))
+    return Images(np.ascontiguousarray(x, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64))
 
 
-def _read_folder(folder: Path, classes: list[str]) -> Split:
+def _read_folder(folder: Path, classes: list[str]) -> Images:
     from PIL import Image
 
     images, labels, shape = [], [], None
@@ -162,7 +171,7 @@ def _read_folder(folder: Path, classes: list[str]) -> Split:
             labels.append(label)
     if not images:
         raise LureError(f"data.path: no images under {folder}")
-    return Split(np.stack(images), np.asarray(labels, dtype=np.int64))
+    return Images(np.stack(images), np.asarray(labels, dtype=np.int64))
 
 
 # --- chunking ---------------------------------------------------------------------------------
@@ -175,7 +184,7 @@ def chunk_indices(pool_size: int, chunk_size: int, k: int, seed: int) -> np.ndar
             f"data.chunk_size: {k} chunks of {chunk_size} images need {k * chunk_size}, "
             f"but the training pool has {pool_size}; lower data.chunk_size or list fewer chunks"
         )
-    permutation = np.random.default_rng([seed, POOL_STREAM]).permutation(pool_size)
+    permutation = streams.pool(seed).permutation(pool_size)
     return permutation[(k - 1) * chunk_size : k * chunk_size]
 
 
@@ -188,29 +197,21 @@ def class_chunk_indices(labels: np.ndarray, classes_per_chunk: int, chunk_size: 
             f"data.classes_per_chunk: {k} class-incremental chunks of {classes_per_chunk} classes need "
             f"{k * classes_per_chunk} classes, but the source has {len(classes)}"
         )
-    order = np.random.default_rng([seed, CLASS_ORDER_STREAM]).permutation(classes)
+    order = streams.class_order(seed).permutation(classes)
     members = np.flatnonzero(np.isin(labels, order[(k - 1) * classes_per_chunk : k * classes_per_chunk]))
-    return np.sort(np.random.default_rng([seed, POOL_STREAM, k]).permutation(members)[:chunk_size])
+    return np.sort(streams.pool(seed, k).permutation(members)[:chunk_size])
 
 
-def split_chunk(chunk: Split, val_fraction: float, k: int, seed: int) -> Chunk:
+def split_chunk(chunk: Images, val_fraction: float, k: int, seed: int) -> Chunk:
     """Seeded per-chunk train/validation split (paper: 90/10)."""
     n_val = max(1, round(val_fraction * len(chunk)))
     if n_val >= len(chunk):
         raise LureError(f"data.val_fraction: leaves no training images in a chunk of {len(chunk)}")
-    order = np.random.default_rng([seed, VAL_STREAM, k]).permutation(len(chunk))
+    order = streams.validation(seed, k).permutation(len(chunk))
     return Chunk(train=chunk.take(np.sort(order[n_val:])), val=chunk.take(np.sort(order[:n_val])))
 
 
 # --- the prepared folder (output of the prepare stage) ---------------------------------------
-
-
-def chunk_file(k: int) -> str:
-    return f"chunk_{k}.npz"
-
-
-def seen_file(k: int) -> str:
-    return f"seen_{k}.json"
 
 
 def prepare(params: Params, out_dir: str | Path) -> dict:
@@ -240,45 +241,46 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
         "chunk_val_size": len(chunks[0].val),
     }
     with atomic_dir(out_dir) as tmp:
-        save_arrays(tmp / "test.npz", {"x": source.test.x, "y": source.test.y})
+        save_arrays(tmp / paths.TEST, {"x": source.test.x, "y": source.test.y})
         hashes = {}
         for k, chunk in enumerate(chunks, start=1):
-            save_arrays(tmp / chunk_file(k), {"x_train": chunk.train.x, "y_train": chunk.train.y,
-                                              "x_val": chunk.val.x, "y_val": chunk.val.y})
-            hashes[chunk_file(k)] = md5(tmp / chunk_file(k))
-            write_json(tmp / seen_file(k), {"chunks": dict(hashes)})
-        write_json(tmp / "meta.json", meta)
+            name = paths.chunk_file(k)
+            save_arrays(tmp / name, {"x_train": chunk.train.x, "y_train": chunk.train.y,
+                                     "x_val": chunk.val.x, "y_val": chunk.val.y})
+            hashes[name] = md5(tmp / name)
+            write_json(tmp / paths.seen_file(k), {"chunks": dict(hashes)})
+        write_json(tmp / paths.META, meta)
     return meta
 
 
-def _prepared_file(prepared: str | Path, name: str) -> Path:
+def _prepared_file(prepared: Path, name: str) -> Path:
     path = Path(prepared) / name
     if not path.is_file():
         raise LureError(f"{path} is missing: run the prepare stage (dvc repro) first")
     return path
 
 
-def load_meta(prepared: str | Path) -> dict:
-    return json.loads(_prepared_file(prepared, "meta.json").read_text())
+def load_meta(prepared: Path = paths.PREPARED) -> dict:
+    return json.loads(_prepared_file(prepared, paths.META).read_text())
 
 
-def load_test(prepared: str | Path) -> Split:
-    arrays = load_arrays(_prepared_file(prepared, "test.npz"))
-    return Split(arrays["x"], arrays["y"])
+def load_test(prepared: Path = paths.PREPARED) -> Images:
+    arrays = load_arrays(_prepared_file(prepared, paths.TEST))
+    return Images(arrays["x"], arrays["y"])
 
 
-def load_chunks(prepared: str | Path, k: int) -> list[Chunk]:
+def load_chunks(k: int, prepared: Path = paths.PREPARED) -> list[Chunk]:
     """Chunks 1..k, checked against seen_<k>.json (the file DVC tracks for them)."""
     prepared = Path(prepared)
-    manifest = _prepared_file(prepared, seen_file(k))
+    manifest = _prepared_file(prepared, paths.seen_file(k))
     expected = json.loads(manifest.read_text())["chunks"]
     chunks = []
     for i in range(1, k + 1):
-        path = prepared / chunk_file(i)
-        if md5(path) != expected[chunk_file(i)]:
+        path = prepared / paths.chunk_file(i)
+        if md5(path) != expected[paths.chunk_file(i)]:
             raise LureError(f"{path} does not match {manifest}: re-run the prepare stage")
         a = load_arrays(path)
-        chunks.append(Chunk(Split(a["x_train"], a["y_train"]), Split(a["x_val"], a["y_val"])))
+        chunks.append(Chunk(Images(a["x_train"], a["y_train"]), Images(a["x_val"], a["y_val"])))
     return chunks
 
 
@@ -301,28 +303,29 @@ def reservoir(sizes: list[int], capacity: int, rng: np.random.Generator) -> list
     return buffer
 
 
-def _gather(parts: list[Split], picks: list[tuple[int, int]]) -> Split:
+def _gather(parts: list[Images], picks: list[tuple[int, int]]) -> Images:
     picks = sorted(picks)
     if not picks:
-        return Split(parts[0].x[:0], parts[0].y[:0])
-    return Split(np.stack([parts[p].x[i] for p, i in picks]), np.asarray([parts[p].y[i] for p, i in picks]))
+        return Images(parts[0].x[:0], parts[0].y[:0])
+    return Images(np.stack([parts[p].x[i] for p, i in picks]), np.asarray([parts[p].y[i] for p, i in picks]))
 
 
-def replay_sets(chunks: list[Chunk], mode: str, buffer_size: int, buffer_val_size: int, seed: int) -> Chunk:
-    """What training on the last of `chunks` uses: (train, validation) under a replay mode.
+def replay(chunks: list[Chunk], settings: ReplaySettings, seed: int) -> Chunk:
+    """What training on the last of `chunks` uses: (train, validation) under the replay mode.
 
     Earlier data comes first, the new chunk last. Validation follows the same rule as training,
     so a method never selects its checkpoint on data it may not keep.
     """
     old, new = chunks[:-1], chunks[-1]
+    mode = settings.mode
     if mode == "full" or not old:
-        return Chunk(Split.concat([c.train for c in chunks]), Split.concat([c.val for c in chunks]))
+        return Chunk(Images.concat([c.train for c in chunks]), Images.concat([c.val for c in chunks]))
     if mode == "none":
         return new
     if mode == "buffer":
-        train_rng = np.random.default_rng([seed, RESERVOIR_STREAM, 0])
-        val_rng = np.random.default_rng([seed, RESERVOIR_STREAM, 1])
-        train_buf = _gather([c.train for c in old], reservoir([len(c.train) for c in old], buffer_size, train_rng))
-        val_buf = _gather([c.val for c in old], reservoir([len(c.val) for c in old], buffer_val_size, val_rng))
-        return Chunk(Split.concat([train_buf, new.train]), Split.concat([val_buf, new.val]))
+        train_rng, val_rng = streams.reservoir(seed, 0), streams.reservoir(seed, 1)
+        train_old, val_old = [c.train for c in old], [c.val for c in old]
+        train_buf = _gather(train_old, reservoir([len(p) for p in train_old], settings.buffer_size, train_rng))
+        val_buf = _gather(val_old, reservoir([len(p) for p in val_old], settings.buffer_val_size, val_rng))
+        return Chunk(Images.concat([train_buf, new.train]), Images.concat([val_buf, new.val]))
     raise AssertionError(mode)

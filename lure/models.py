@@ -1,7 +1,7 @@
-"""Networks. Every model is `Network(normalize, body, head)`: it takes images as floats in [0, 1],
-normalises them inside (so checkpoints carry their input statistics), and ends in a linear
-`head`. Each architecture declares, where it is built, what forgetting methods need to know of
-it, so that no method hard-codes a module name:
+"""Networks, and running them on images. Every model is `Network(normalize, body, head)`: it
+takes images as floats in [0, 1], normalises them inside (so checkpoints carry their input
+statistics), and ends in a linear `head`. Each architecture declares, where it is built, what the
+forgetting methods need to know of it, so that no method hard-codes a module name:
 
 - `layers`: its layers in forward order under common names (`stem`, `layer1`, ..., `head`);
 - `units`: its layers of hidden units (a conv's output channels after BatchNorm and ReLU, and the
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lure.config import ModelParams
+from lure.config import ModelSettings
+from lure.data import Images
 
 
 class Normalize(nn.Module):
@@ -101,15 +102,15 @@ def resnet(arch: str, in_channels: int, num_classes: int) -> Network:
                    units=units, conv_init="normal_fan_out")  # torchvision: kaiming_normal_(mode="fan_out")
 
 
-def build_model(params: ModelParams, in_channels: int, num_classes: int) -> Network:
-    if params.arch == "small_cnn":
-        return small_cnn(in_channels, num_classes, params.width)
-    return resnet(params.arch, in_channels, num_classes)
+def build_model(settings: ModelSettings, in_channels: int, num_classes: int) -> Network:
+    if settings.arch == "small_cnn":
+        return small_cnn(in_channels, num_classes, settings.width)
+    return resnet(settings.arch, in_channels, num_classes)
 
 
-def model_for(params: ModelParams, meta: dict) -> Network:
-    """The configured network for a prepared dataset (its meta.json)."""
-    return build_model(params, in_channels=meta["image_shape"][0], num_classes=len(meta["classes"]))
+def model_for(settings: ModelSettings, meta: dict, device: torch.device | str = "cpu") -> Network:
+    """The configured network for a prepared dataset (its meta.json), on `device`."""
+    return build_model(settings, in_channels=meta["image_shape"][0], num_classes=len(meta["classes"])).to(device)
 
 
 def set_input_stats(model: Network, images: torch.Tensor) -> None:
@@ -129,3 +130,34 @@ def initial_draw(model: Network, module: nn.Module, rows: int, generator: torch.
         return torch.randn(shape, generator=generator) * std
     bound = 1.0 / math.sqrt(module.weight.shape[1] * receptive)  # kaiming_uniform_(a=sqrt(5))
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+
+# --- running a network on uint8 images -----------------------------------------------------------
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Stored uint8 pixels as the floats in [0, 1] that every model takes."""
+    return x.float().div_(255)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Images, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for every image, in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(as_float(x)) for x in images.x.split(batch_size)]) if len(images) else torch.empty(0)
+    model.train(was_training)
+    return logits
+
+
+def accuracy(model: nn.Module, images: Images, batch_size: int = 1000) -> float:
+    if len(images) == 0:
+        return float("nan")
+    return (predict(model, images, batch_size).argmax(1) == images.y).float().mean().item()
+
+
+def first_batches(images: Images, batches: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `batches` x `batch_size` images in stored order (as the official LURE code scores),
+    as (images, labels) batches."""
+    n = min(len(images), batches * batch_size)
+    return list(zip(images.x[:n].split(batch_size), images.y[:n].split(batch_size)))

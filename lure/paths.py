@@ -1,12 +1,17 @@
-"""Where the pipeline's outputs live; dvc.yaml declares the same paths.
+"""Every file the pipeline reads and writes, in one place. dvc.yaml has to spell the same paths out
+(its templates cannot call Python); tests/test_layout.py renders dvc.yaml and checks each stage's
+outputs and data dependencies against `stage_outputs` and `stage_inputs` here.
 
 Every run's outputs sit under its seed first (`seed_<s>/`), then the method: a method's name
 (letters, digits, _) can never collide with a seed's shared files such as init.pt.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
 
-PREPARED = Path("data/prepared")
+PREPARED = Path("data/prepared")  # the chunks and the test set, as uint8 arrays
+CORRUPTED = Path("data/corrupted")  # corrupted copies of (a subset of) the test set
 MODELS = Path("models")
 METRICS = Path("metrics")
 
@@ -16,48 +21,110 @@ CORRUPTION_PLOT = METRICS / "corruption.csv"
 STABILITY_PLOT = METRICS / "stability.csv"
 RELIABILITY_PLOT = METRICS / "reliability.csv"  # pooled over the seeds, one line per method
 
-CORRUPTED = Path("data/corrupted")  # corrupted copies of (a subset of) the test set
+
+# --- inside data/prepared and data/corrupted ---------------------------------------------------
+
+META = "meta.json"  # what a model needs to know of the data, whatever the number of chunks
+TEST = "test.npz"
+SUBSET = "subset.npz"  # which test images were corrupted, and their clean copies
 
 
-def corrupted_path(name: str) -> Path:
-    return CORRUPTED / f"{name}.npz"
+def chunk_file(k: int) -> str:
+    return f"chunk_{k}.npz"
+
+
+def seen_file(k: int) -> str:
+    """The hashes of chunks 1..k: a stage that trains on them depends on this one file."""
+    return f"seen_{k}.json"
+
+
+def corrupted_file(name: str) -> str:
+    return f"{name}.npz"
+
+
+# --- a run's files ----------------------------------------------------------------------------
 
 
 def _seed_dir(root: Path, seed: int) -> Path:
     return root / f"seed_{seed}"
 
 
-def init_model_path(seed: int) -> Path:
+def init_model(seed: int) -> Path:
     """Weights before chunk 1: what `scratch` returns to."""
     return _seed_dir(MODELS, seed) / "init.pt"
 
 
-def first_model_path(seed: int) -> Path:
+def first_model(seed: int) -> Path:
     """After chunk 1, shared by every method of the seed."""
     return _seed_dir(MODELS, seed) / "chunk_1.pt"
 
 
-def learn_metrics_path(seed: int) -> Path:
+def learn_metrics(seed: int) -> Path:
     return METRICS / "learn" / f"seed_{seed}.json"
 
 
-def model_path(method: str, seed: int, k: int) -> Path:
-    return _seed_dir(MODELS, seed) / method / f"chunk_{k}.pt"
+def method_models(method: str, seed: int) -> Path:
+    return _seed_dir(MODELS, seed) / method
 
 
-def relearn_metrics_path(method: str, seed: int, k: int) -> Path:
-    return _seed_dir(METRICS / "relearn", seed) / method / f"chunk_{k}.json"
+def model(method: str, seed: int, k: int) -> Path:
+    return method_models(method, seed) / f"chunk_{k}.pt"
 
 
-def stream_dir(method: str, seed: int, k: int) -> Path:
+def method_relearn_metrics(method: str, seed: int) -> Path:
+    return _seed_dir(METRICS / "relearn", seed) / method
+
+
+def relearn_metrics(method: str, seed: int, k: int) -> Path:
+    return method_relearn_metrics(method, seed) / f"chunk_{k}.json"
+
+
+def stream_log(method: str, seed: int, k: int) -> Path:
     """dvclive's log of the continual evaluation while chunk k is relearned."""
     return _seed_dir(METRICS / "stream", seed) / method / f"chunk_{k}"
 
 
-def evaluate_metrics_path(method: str, seed: int) -> Path:
+def evaluation(method: str, seed: int) -> Path:
     return _seed_dir(METRICS / "evaluate", seed) / f"{method}.json"
 
 
-def reliability_path(method: str, seed: int) -> Path:
+def reliability(method: str, seed: int) -> Path:
     """The last model's reliability bins on the clean test set (pooled over seeds by the report)."""
     return _seed_dir(METRICS / "evaluate", seed) / f"{method}-reliability.csv"
+
+
+# --- the stages' files, as dvc.yaml declares them ------------------------------------------------
+
+
+def stage_outputs(stage: str, method: str = "", seed: int = 0, k: int = 0) -> list[Path]:
+    """What a stage writes (dvc.yaml: outs and metrics)."""
+    return {
+        "prepare": lambda: [PREPARED],
+        "learn": lambda: [init_model(seed), first_model(seed), learn_metrics(seed)],
+        "branch": lambda: [model(method, seed, 1)],
+        "relearn": lambda: [model(method, seed, k), stream_log(method, seed, k), relearn_metrics(method, seed, k)],
+        "corrupt": lambda: [CORRUPTED],
+        "evaluate": lambda: [evaluation(method, seed), reliability(method, seed)],
+        "report": lambda: [SUMMARY, ACCURACY_PLOT, CORRUPTION_PLOT, STABILITY_PLOT, RELIABILITY_PLOT],
+    }[stage]()
+
+
+def stage_inputs(stage: str, method: str = "", seed: int = 0, k: int = 0) -> list[Path]:
+    """The files a stage reads that other stages (or the user) make (dvc.yaml: deps besides code).
+    Raw data is the user's: prepare depends on data/raw, where sources are kept."""
+    return {
+        "prepare": lambda: [Path("data/raw")],
+        "learn": lambda: [PREPARED / META, PREPARED / seen_file(1)],
+        "branch": lambda: [first_model(seed)],
+        "relearn": lambda: [PREPARED / META, PREPARED / seen_file(k), init_model(seed), model(method, seed, k - 1)],
+        "corrupt": lambda: [PREPARED / TEST],
+        "evaluate": lambda: [PREPARED, CORRUPTED, method_models(method, seed), learn_metrics(seed),
+                             method_relearn_metrics(method, seed)],
+        "report": lambda: [METRICS / "evaluate", METRICS / "stream"],
+    }[stage]()
+
+
+def stage_count(methods: int, seeds: int, later_chunks: int) -> int:
+    """The stages `dvc repro` lays out: prepare, corrupt and report once, learn per run seed, then
+    per method and run seed a branch, a relearn per chunk after the first, and an evaluate."""
+    return 3 + seeds + methods * seeds * (2 + later_chunks)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 from lure import paths
 from lure.errors import LureError
-from lure.io import write_json, write_text
+from lure.stability import read_curve
 
 # The summary table's columns, in order; those a run did not measure are left out.
 COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "ece_ts", "nll", "brier", "mca", "rel_robustness",
@@ -28,7 +30,7 @@ def load_evaluations(methods: list[str], seeds: list[int]) -> Evaluations:
     for method in methods:
         evaluations[method] = {}
         for seed in seeds:
-            path = paths.evaluate_metrics_path(method, seed)
+            path = paths.evaluation(method, seed)
             if not path.is_file():
                 raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
             evaluations[method][seed] = json.loads(path.read_text())
@@ -133,13 +135,10 @@ def stability_rows(evaluations: Evaluations) -> list[dict]:
         for chunk in evaluation["chunks"]:
             k = int(chunk.removeprefix("chunk_"))
             for data in ("old", "new"):
-                log = paths.stream_dir(method, seed, k) / "plots" / "metrics" / f"{data}_acc.tsv"
-                if k == 1 or not log.is_file():
-                    continue
-                for i, line in enumerate(log.read_text().splitlines()[1:]):
-                    step, accuracy = line.split("\t")
-                    rows.append({"method": method, "chunk": k, "i": i, "step": int(step), "data": data,
-                                 "accuracy": float(accuracy)})
+                curve = read_curve(paths.stream_log(method, seed, k), data) if k > 1 else None
+                for i, (step, accuracy) in enumerate(curve or []):
+                    rows.append({"method": method, "chunk": k, "i": i, "step": step, "data": data,
+                                 "accuracy": accuracy})
     return averaged(rows, ("method", "chunk", "data", "i", "step"), ("accuracy",))
 
 
@@ -153,7 +152,7 @@ def corruption_rows(evaluations: Evaluations) -> list[dict]:
 
 
 def read_reliability(method: str, seed: int) -> list[dict]:
-    path = paths.reliability_path(method, seed)
+    path = paths.reliability(method, seed)
     if not path.is_file():
         raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
     lines = path.read_text().splitlines()
@@ -229,20 +228,23 @@ def tables(evaluations: Evaluations) -> str:
 # --- the stage ------------------------------------------------------------------------------------
 
 
-def write_report(methods: list[str], seeds: list[int]) -> Evaluations:
-    """Write the summary and the plot data; return the evaluations."""
-    # Everything is read and computed before the first write, so a missing input writes nothing.
+@dataclass
+class Report:
+    summary: dict[str, dict]  # metrics/summary.json: one row per method
+    plots: dict[Path, str]  # the plot data, by path
+    tables: str  # what the stage prints
+
+
+def report(methods: list[str], seeds: list[int]) -> Report:
+    """The summary, the plot data and the tables, all read and computed before the stage writes
+    anything, so a missing input writes nothing."""
     evaluations = load_evaluations(methods, seeds)
     reliability = pooled_reliability({m: [read_reliability(m, s) for s in seeds] for m in methods})
     accuracy_columns = ("method", "chunk", "test_acc", "cum_updates") + (("test_acc_std",) if len(seeds) > 1 else ())
-    texts = {
+    plots = {
         paths.ACCURACY_PLOT: _csv(accuracy_columns, accuracy_rows(evaluations)),
         paths.CORRUPTION_PLOT: _csv(("method", "severity", "accuracy"), corruption_rows(evaluations)),
         paths.STABILITY_PLOT: _csv(("method", "chunk", "step", "data", "accuracy"), stability_rows(evaluations)),
         paths.RELIABILITY_PLOT: reliability_csv(reliability),
     }
-    summary_rows = summary(evaluations)
-    for path, text in texts.items():
-        write_text(path, text)
-    write_json(paths.SUMMARY, summary_rows)
-    return evaluations
+    return Report(summary(evaluations), plots, tables(evaluations))

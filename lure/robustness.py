@@ -9,10 +9,11 @@ from torch import nn
 
 from lure import paths
 from lure.corruptions import STANDARD
+from lure.data import Images
 from lure.errors import LureError
 from lure.io import load_arrays
 from lure.metrics import calibration
-from lure.train import Data, predict
+from lure.models import predict
 
 
 def _load(path: Path) -> dict:
@@ -26,17 +27,18 @@ def corruption_metrics(model: nn.Module, names: tuple[str, ...], device: torch.d
     """Accuracy per corruption and severity; over the standard corruptions at all severities:
     mean corruption accuracy (mca), its ratio to clean accuracy on the same images (relative),
     mean ECE under corruption (ece), and mean accuracy per severity (by_severity)."""
-    subset = _load(paths.CORRUPTED / "subset.npz")
+    subset = _load(paths.CORRUPTED / paths.SUBSET)
     labels = torch.from_numpy(subset["y"]).to(device)
 
     def evaluate(images) -> dict[str, float]:
-        return calibration(predict(model, Data(torch.from_numpy(images).to(device), labels), batch_size), labels, bins)
+        logits = predict(model, Images(torch.from_numpy(images).to(device), labels), batch_size)
+        return calibration(logits, labels, bins)
 
     clean = evaluate(subset["x"])["acc"]
     accuracy: dict[str, dict[str, float]] = {}
     eces: list[float] = []
     for name in names:
-        arrays = _load(paths.corrupted_path(name))
+        arrays = _load(paths.CORRUPTED / paths.corrupted_file(name))
         accuracy[name] = {}
         for severity, images in zip(arrays["severities"].tolist(), arrays["x"]):
             result = evaluate(images)

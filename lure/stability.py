@@ -1,7 +1,9 @@
 """The stability gap: accuracy on earlier chunks while training on a new one.
 
 A relearn stage evaluates on fixed held-out (validation) images of every earlier chunk and of the
-new chunk: before the method forgets, after it, and every k updates. From that stream:
+new chunk: before the method forgets (step 0), right after it (step 0 again: a reset is part of
+the gap), and every k updates (lure.relearn.Probe, a hook of the training loop). dvclive logs the curves
+(`save_curves`). From the curves:
 
 - acc_before: old-data accuracy before the method forgets (the model of the previous chunk);
 - min_old: the lowest old-data accuracy after that, the forgetting step included (a reset
@@ -17,10 +19,13 @@ new chunk: before the method forgets, after it, and every k updates. From that s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from lure.io import atomic_dir
 
 
 @dataclass
-class Stream:
+class Curves:
     """Accuracy at each evaluation point: per earlier chunk, on all of them pooled, on the new one."""
 
     steps: list[int] = field(default_factory=list)
@@ -36,23 +41,23 @@ class Stream:
         self.new.append(new)
 
 
-def gap_metrics(stream: Stream, k: int) -> dict[str, float | int]:
-    """The metrics above, for chunk k, from a stream whose first point precedes the forgetting."""
-    before = stream.old[0]
-    after = stream.old[1:] or stream.old[:1]  # no evaluation after the start: nothing dropped
+def gap_metrics(curves: Curves, k: int) -> dict[str, float | int]:
+    """The metrics above, for chunk k, from curves whose first point precedes the forgetting."""
+    before = curves.old[0]
+    after = curves.old[1:] or curves.old[:1]  # no evaluation after the start: nothing dropped
     lowest = min(after)
-    at = 1 + after.index(lowest) if len(stream.old) > 1 else 0
+    at = 1 + after.index(lowest) if len(curves.old) > 1 else 0
     result: dict[str, float | int] = {"acc_before": before, "min_old": lowest, "gap_depth": before - lowest}
     if lowest >= before:
         result.update(recovered=1, recovery_updates=0)
     else:
-        back = next((stream.steps[i] for i in range(at, len(stream.old)) if stream.old[i] >= before), None)
+        back = next((curves.steps[i] for i in range(at, len(curves.old)) if curves.old[i] >= before), None)
         result.update(recovered=int(back is not None), **({"recovery_updates": back} if back is not None else {}))
-    chunk_minima = [min(accs[1:] or accs) for accs in stream.per_chunk.values()]
+    chunk_minima = [min(accs[1:] or accs) for accs in curves.per_chunk.values()]
     min_acc = sum(chunk_minima) / len(chunk_minima)
     result.update(
         min_acc=min_acc,
-        wc_acc=stream.new[-1] / k + (1 - 1 / k) * min_acc,
+        wc_acc=curves.new[-1] / k + (1 - 1 / k) * min_acc,
         sgm_gap=1 - sum(a / before for a in after) / len(after) if before > 0 else 0.0,
     )
     return result
@@ -74,3 +79,28 @@ def stability_summary(per_chunk: list[dict]) -> dict[str, float | int]:
         "sgm_gap": mean("sgm_gap"),
         "never_recovered": sum(1 - c["recovered"] for c in per_chunk),
     }
+
+
+# --- the curves on disk: dvclive's log -----------------------------------------------------------
+
+
+def save_curves(curves: Curves, directory: Path) -> None:
+    """Old- and new-data accuracy per step, as dvclive logs metrics (plots/metrics/<name>.tsv)."""
+    from dvclive import Live  # ~1.5 s to import: only the relearn stage writes logs
+
+    with atomic_dir(directory) as tmp:
+        live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
+        for i, step in enumerate(curves.steps):
+            live.step = step
+            live.log_metric("old_acc", curves.old[i])
+            live.log_metric("new_acc", curves.new[i])
+        live.end()
+
+
+def read_curve(directory: Path, data: str) -> list[tuple[int, float]] | None:
+    """(step, accuracy) of the `old` or `new` curve of a log, or None where there is no log."""
+    log = directory / "plots" / "metrics" / f"{data}_acc.tsv"
+    if not log.is_file():
+        return None
+    rows = [line.split("\t") for line in log.read_text().splitlines()[1:]]
+    return [(int(step), float(acc)) for step, acc in rows]

@@ -1,2 +1,2 @@
-"""DVC stage entry points, one module per stage (see dvc.yaml). Each is a thin typer command:
-read params.yaml, call the library in `lure`, write its outputs atomically."""
+"""DVC stage entry points, one module per stage (see dvc.yaml). Each parses its arguments, loads
+params.yaml, calls one library function in `lure` and writes its outputs (lure.paths) atomically."""

@@ -13,18 +13,17 @@ from lure import paths
 from lure.config import load_params
 from lure.errors import LureError, run_command
 from lure.io import atomic_path
-from lure.runs import check_method, check_run_seed
 
 
 def main(method: str, seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
          params: str = "params.yaml") -> None:
     p = load_params(params)
-    check_method(p, method, params)
-    check_run_seed(p, seed, params)
-    first = paths.first_model_path(seed)
+    p.check_method(method)
+    p.check_run_seed(seed)
+    first = paths.first_model(seed)
     if not first.is_file():
         raise LureError(f"{first} is missing: run the learn stage of seed {seed} first")
-    with atomic_path(paths.model_path(method, seed, 1)) as tmp:
+    with atomic_path(paths.model(method, seed, 1)) as tmp:
         shutil.copyfile(first, tmp)
 
 

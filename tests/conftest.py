@@ -1,9 +1,17 @@
+"""Fixtures and helpers shared by the tests."""
+
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"  # offline copies of MNIST and CIFAR-10 (see its README)
+needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no offline datasets at {SHARED_DATA}")
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 @pytest.fixture
@@ -21,7 +29,72 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+def run_stage(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    """A stage (or `lure.cli`) as DVC runs it: a fresh Python process in `cwd`."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
-SHARED_DATA = ROOT.parent / "shared" / "data"  # offline copies of MNIST and CIFAR-10 (see its README)
-needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no offline datasets at {SHARED_DATA}")
+
+# --- small real data and models for the methods' tests ------------------------------------------
+
+
+def digits_images(start: int = 0, stop: int = 64):
+    """scikit-learn's digits start..stop as the pipeline stores them (uint8, 0..255), as tensors."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from lure.data import Images
+
+    d = load_digits()
+    x = torch.from_numpy((d.images[start:stop] * (255 / 16)).round().astype("uint8"))[:, None]
+    return Images(x, torch.from_numpy(d.target[start:stop]).long())
+
+
+def trained_like_model(seed: int = 1):
+    """A small CNN for 8x8 digits whose weights (BN scales included) are moved off their initial
+    values, so that a reset is visible."""
+    import torch
+
+    from lure.models import small_cnn
+
+    torch.manual_seed(seed)
+    model = small_cnn(1, 10, width=8)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def fresh_cnn(seed: int = 123):
+    """A factory of the same freshly built small CNN, as Boundary.fresh_model draws one."""
+    def build():
+        import torch
+
+        from lure.models import small_cnn
+
+        torch.manual_seed(seed)
+        return small_cnn(1, 10, width=8)
+    return build
+
+
+def boundary(model_factory=None, images=None, seed: int = 0, run_seed: int = 100):
+    """A chunk boundary on `images` (replay and new chunk alike) with seeded generators."""
+    import torch
+
+    from lure.methods import Boundary
+
+    model_factory = model_factory or fresh_cnn()
+    images = images if images is not None else digits_images()
+    return Boundary(initial=model_factory().state_dict(), fresh_model=model_factory, replay=images, new=images,
+                    generator=torch.Generator().manual_seed(seed),
+                    run_generator=torch.Generator().manual_seed(run_seed))
+
+
+def snapshot(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def changed_tensors(model, before: dict) -> set[str]:
+    import torch
+
+    return {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}

@@ -1,14 +1,13 @@
 """params.yaml validation: every bad input is refused with the key's name."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
-from lure.config import LureParams, parse_params
+from lure.config import parse_params
 from lure.errors import LureError
-from tests.conftest import ROOT
+from lure.methods import load_methods
+from lure.methods.lure import Lure
+from tests.conftest import ROOT, run_stage
 
 
 def test_shipped_params_are_valid(params_dict):
@@ -16,12 +15,13 @@ def test_shipped_params_are_valid(params_dict):
     assert p.n_chunks == 4
     assert set(p.methods) == {"warm", "scratch", "lure"}
     # The shipped LURE section is the official code's behaviour.
-    assert p.methods["lure"] == LureParams()
+    assert load_methods(p)["lure"] == Lure()
 
 
 def refusal(raw) -> str:
+    """What `lure check` says of a params file: every section, every method's included."""
     with pytest.raises(LureError) as info:
-        parse_params(raw)
+        load_methods(parse_params(raw))
     return str(info.value)
 
 
@@ -72,9 +72,8 @@ def test_unknown_method_kind(params_dict):
 
 def test_method_variant_takes_its_kind(params_dict):
     params_dict["methods"]["lure_chunk"] = {"kind": "lure", "score_data": "chunk"}
-    p = parse_params(params_dict)
-    assert p.methods["lure_chunk"].kind == "lure"
-    assert p.methods["lure_chunk"].score_data == "chunk"
+    method = load_methods(parse_params(params_dict))["lure_chunk"]
+    assert isinstance(method, Lure) and method.kind == "lure" and method.score_data == "chunk"
 
 
 def test_bad_value_in_a_variant_names_the_variant(params_dict):
@@ -87,19 +86,25 @@ def test_imagefolder_needs_its_keys(params_dict):
     assert "data.path: required key is missing" in refusal(params_dict)
 
 
-def run_stage(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-
-
 def test_stage_refuses_bad_params_without_traceback(tmp_path, params_dict):
-    params_dict["methods"]["lure"]["fraction"] = 1.5
+    params_dict["data"]["val_fraction"] = 1.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
     result = run_stage("stages.prepare", cwd=tmp_path)
     assert result.returncode == 2
-    assert "methods.lure.fraction" in result.stderr
+    assert "data.val_fraction: Input should be less than 1 (got 1.5)" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_bad_method_setting_is_refused_by_lure_check_and_by_the_methods_stages(tmp_path, params_dict):
+    params_dict["methods"]["lure"]["fraction"] = 1.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    for command in [("lure.cli", "check"), ("stages.relearn", "lure", "2", "--seed", "0")]:
+        result = run_stage(*command, cwd=tmp_path)
+        assert result.returncode == 2, command
+        assert "methods.lure.fraction: Input should be less than or equal to 1 (got 1.5)" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
 
 
 def test_stage_refuses_missing_dataset_path(tmp_path, params_dict):
@@ -128,7 +133,7 @@ def test_invalid_yaml_is_reported(tmp_path):
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "presets").glob("*.yaml")))
 def test_presets_are_valid(preset):
-    parse_params(yaml.safe_load((ROOT / "presets" / preset).read_text()), preset)
+    load_methods(parse_params(yaml.safe_load((ROOT / "presets" / preset).read_text()), preset))
 
 
 def test_paper_preset_is_the_papers_recipe():
@@ -138,7 +143,7 @@ def test_paper_preset_is_the_papers_recipe():
     t = p.train
     assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (50, 64, 0.1, 0.9, 1e-4)
     assert (t.lr_milestones, t.lr_gamma, t.augment, t.select) == ([20, 40], 0.1, "crop_flip", "best_val")
-    assert p.replay.mode == "full" and p.methods["lure"] == LureParams(fraction=0.2)
+    assert p.replay.mode == "full" and load_methods(p)["lure"] == Lure(fraction=0.2)
 
 
 def tracked_params() -> set[str]:
@@ -178,3 +183,54 @@ def test_run_seeds_default_to_one_and_keep_their_order(params_dict):
     assert parse_params(params_dict).seeds == [0]
     params_dict["seeds"] = [2, 0, 1]
     assert parse_params(params_dict).seeds == [2, 0, 1]
+
+
+# --- every setting described once, in the code ------------------------------------------------
+
+
+def documented_keys() -> set[str]:
+    from lure.cli import setting_groups
+
+    return {key for _, _, rows in setting_groups() for key, *_ in rows}
+
+
+def keys_of(raw: dict, prefix: str = "") -> set[str]:
+    """Every key a params file sets, as `lure params` names them (methods.<name>.x, chunks[].k)."""
+    keys = set()
+    for name, value in raw.items():
+        key = f"{prefix}{name}"
+        if prefix == "methods.":
+            key = "methods.<name>"
+            keys |= keys_of(value or {}, f"{key}.") - {f"{key}.kind"}
+            continue
+        keys.add(key)
+        if isinstance(value, dict):
+            keys |= keys_of(value, f"{key}.")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            keys |= keys_of(value[0], f"{key}[].")
+    return keys
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "presets").glob("*.yaml")) + ["../params.yaml"])
+def test_every_key_of_the_shipped_params_files_is_described(preset):
+    raw = yaml.safe_load((ROOT / "presets" / preset).read_text())
+    assert keys_of(raw) - documented_keys() == set()
+
+
+def test_every_setting_has_a_description_and_the_docs_are_current():
+    from lure.cli import setting_groups, settings_reference
+
+    undescribed = [key for _, _, rows in setting_groups() for key, _, _, text in rows if not text.strip()]
+    assert undescribed == []
+    assert {"methods.<name>.fraction", "methods.<name>.tau", "methods.<name>.mitigate.warmup", "data.path",
+            "robustness.test_images", "chunks[].prev"} <= documented_keys()
+    assert (ROOT / "docs" / "params.md").read_text() == settings_reference(markdown=True), \
+        "docs/params.md is stale: uv run lure params --markdown > docs/params.md"
+
+
+def test_lure_params_prints_the_descriptions(tmp_path):
+    result = run_stage("lure.cli", "params", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  train.epochs: int (>= 1) = 30\n      epochs per chunk" in result.stdout
+    assert "methods.<name> (kind: shrink_perturb)" in result.stdout
+    assert "  methods.<name>.shrink: float (>= 0.0, <= 1.0) = 0.3\n      share of every weight kept" in result.stdout

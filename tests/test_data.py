@@ -3,9 +3,18 @@
 import numpy as np
 import pytest
 
-from lure.config import parse_params
+from lure.config import ReplaySettings, parse_params
 from lure.data import (
-    Chunk, Split, chunk_indices, load_chunks, load_source, load_test, prepare, replay_sets, reservoir, split_chunk,
+    Chunk,
+    Images,
+    chunk_indices,
+    load_chunks,
+    load_source,
+    load_test,
+    prepare,
+    replay,
+    reservoir,
+    split_chunk,
 )
 from lure.errors import LureError
 from lure.io import load_arrays
@@ -34,7 +43,7 @@ def test_too_many_chunks_for_the_pool_are_refused():
 
 def test_validation_split_is_disjoint_and_sized():
     x = np.arange(200, dtype=np.uint8).reshape(200, 1, 1, 1)
-    chunk = split_chunk(Split(x, np.arange(200)), 0.1, k=2, seed=0)
+    chunk = split_chunk(Images(x, np.arange(200)), 0.1, k=2, seed=0)
     assert len(chunk.val) == 20 and len(chunk.train) == 180
     assert set(chunk.val.y).isdisjoint(chunk.train.y)
     assert set(chunk.val.y) | set(chunk.train.y) == set(range(200))
@@ -61,7 +70,7 @@ def test_prepared_chunks_hold_real_disjoint_images(params_dict, in_tmp):
 
     p = params_with(params_dict, 4)
     prepare(p, in_tmp / "prep")
-    chunks = load_chunks(in_tmp / "prep", 4)
+    chunks = load_chunks(4, in_tmp / "prep")
     test = load_test(in_tmp / "prep")
     images = [c.train.x for c in chunks] + [c.val.x for c in chunks] + [test.x]
     rows = {x.tobytes() for part in images for x in part}
@@ -81,48 +90,49 @@ def test_tampered_chunk_is_refused(params_dict, in_tmp):
     arrays = load_arrays(in_tmp / "prep" / "chunk_1.npz")
     np.savez(in_tmp / "prep" / "chunk_1.npz", **{k: v[::-1] for k, v in arrays.items()})
     with pytest.raises(LureError, match="does not match"):
-        load_chunks(in_tmp / "prep", 2)
+        load_chunks(2, in_tmp / "prep")
 
 
 def make_chunks(n: int, size: int = 50) -> list[Chunk]:
     """Chunks whose labels are their (chunk, index) ids, so selections can be traced."""
     def split(k, part, m):
         ids = np.array([k * 10_000 + part * 1000 + i for i in range(m)])
-        return Split(np.zeros((m, 1, 2, 2), np.uint8), ids)
+        return Images(np.zeros((m, 1, 2, 2), np.uint8), ids)
     return [Chunk(split(k, 0, size), split(k, 1, size // 5)) for k in range(1, n + 1)]
 
 
 def test_full_replay_trains_on_every_chunk_so_far():
     chunks = make_chunks(3)
-    sets = replay_sets(chunks, "full", 10, 2, seed=0)
+    sets = replay(chunks, ReplaySettings(mode="full", buffer_size=10, buffer_val_size=2), seed=0)
     assert list(sets.train.y) == [y for c in chunks for y in c.train.y]
     assert list(sets.val.y) == [y for c in chunks for y in c.val.y]
 
 
 def test_no_replay_trains_on_the_new_chunk_only():
     chunks = make_chunks(3)
-    sets = replay_sets(chunks, "none", 10, 2, seed=0)
+    sets = replay(chunks, ReplaySettings(mode="none", buffer_size=10, buffer_val_size=2), seed=0)
     assert list(sets.train.y) == list(chunks[-1].train.y)
     assert list(sets.val.y) == list(chunks[-1].val.y)
 
 
 def test_buffer_replay_is_a_fixed_size_seeded_sample_of_earlier_chunks():
     chunks = make_chunks(4)
-    sets = replay_sets(chunks, "buffer", 30, 4, seed=0)
+    sets = replay(chunks, ReplaySettings(mode="buffer", buffer_size=30, buffer_val_size=4), seed=0)
     old_train = {y for c in chunks[:-1] for y in c.train.y}
     buffer, new = sets.train.y[:-50], sets.train.y[-50:]
     assert list(new) == list(chunks[-1].train.y)
     assert len(buffer) == 30 and len(set(buffer)) == 30 and set(buffer) <= old_train
     assert len(sets.val.y) == 4 + len(chunks[-1].val)
-    again = replay_sets(chunks, "buffer", 30, 4, seed=0)
-    other = replay_sets(chunks, "buffer", 30, 4, seed=1)
+    again = replay(chunks, ReplaySettings(mode="buffer", buffer_size=30, buffer_val_size=4), seed=0)
+    other = replay(chunks, ReplaySettings(mode="buffer", buffer_size=30, buffer_val_size=4), seed=1)
     assert np.array_equal(again.train.y, sets.train.y)
     assert not np.array_equal(other.train.y, sets.train.y)
 
 
 def test_buffer_at_chunk_k_grows_from_the_buffer_at_chunk_k_minus_1():
     chunks = make_chunks(5)
-    buffers = [set(replay_sets(chunks[:k], "buffer", 30, 4, seed=0).train.y[:-50]) for k in range(2, 6)]
+    settings = ReplaySettings(mode="buffer", buffer_size=30, buffer_val_size=4)
+    buffers = [set(replay(chunks[:k], settings, seed=0).train.y[:-50]) for k in range(2, 6)]
     for k in range(1, len(buffers)):  # the buffer before chunk k+2 = that before k+1, plus some of chunk k+1
         arrived = set(chunks[k].train.y)
         assert buffers[k] <= buffers[k - 1] | arrived
@@ -131,7 +141,7 @@ def test_buffer_at_chunk_k_grows_from_the_buffer_at_chunk_k_minus_1():
 
 def test_buffer_with_room_for_everything_keeps_everything():
     chunks = make_chunks(3, size=10)
-    sets = replay_sets(chunks, "buffer", 1000, 1000, seed=0)
+    sets = replay(chunks, ReplaySettings(mode="buffer", buffer_size=1000, buffer_val_size=1000), seed=0)
     assert sorted(sets.train.y) == sorted(y for c in chunks for y in c.train.y)
 
 

@@ -4,30 +4,17 @@ intended rule, and the layers they name are found in every architecture."""
 import pytest
 import torch
 
-from lure.config import (
-    HeadResetParams, KnowledgeEvolutionParams, LaterLayersParams, LureParams, MagnitudeParams, RandomMaskParams,
-    ShrinkPerturbParams,
-)
 from lure.errors import LureError
-from lure.forgetting import forget, kaiming_draw
+from lure.methods.head_reset import HeadReset
+from lure.methods.knowledge_evolution import KnowledgeEvolution
+from lure.methods.later_layers import LaterLayers
+from lure.methods.lure import Lure
+from lure.methods.magnitude import Magnitude
+from lure.methods.random_mask import RandomMask
+from lure.methods.reinit import kaiming_draw
+from lure.methods.shrink_perturb import ShrinkPerturb
 from lure.models import resnet, small_cnn
-from tests.test_forgetting import context, digits_batch, trained_like_model
-
-
-def snapshot(model):
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def fresh_cnn(seed=123):
-    def build():
-        torch.manual_seed(seed)
-        return small_cnn(1, 10, width=8)
-    return build
-
-
-def changed_tensors(model, before):
-    return {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
-
+from tests.conftest import boundary, changed_tensors, digits_images, fresh_cnn, snapshot, trained_like_model
 
 # --- shrink & perturb ------------------------------------------------------------------------
 
@@ -35,7 +22,7 @@ def changed_tensors(model, before):
 def test_shrink_perturb_with_kaiming_noise_is_lambda_theta_plus_sigma_draw():
     model = trained_like_model()
     before = snapshot(model)
-    reset = forget(model, ShrinkPerturbParams(shrink=0.3, perturb=0.001), context(fresh_cnn(), digits_batch(), seed=5))
+    reset = ShrinkPerturb(shrink=0.3, perturb=0.001).forget(model, boundary(fresh_cnn(), digits_images(), seed=5))
     generator = torch.Generator().manual_seed(5)  # the same draws, one per parameter, in order
     for n, p in model.named_parameters():
         draw = kaiming_draw(p.shape, generator)
@@ -46,7 +33,7 @@ def test_shrink_perturb_with_kaiming_noise_is_lambda_theta_plus_sigma_draw():
 def test_shrink_perturb_with_module_noise_uses_a_fresh_models_values():
     model = trained_like_model()
     before = snapshot(model)
-    forget(model, ShrinkPerturbParams(shrink=0.4, perturb=0.1, noise="module"), context(fresh_cnn(), digits_batch()))
+    ShrinkPerturb(shrink=0.4, perturb=0.1, noise="module").forget(model, boundary(fresh_cnn(), digits_images()))
     fresh = dict(fresh_cnn()().named_parameters())
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), 0.4 * before[n] + 0.1 * fresh[n].detach(), rtol=0, atol=1e-7)
@@ -55,9 +42,9 @@ def test_shrink_perturb_with_module_noise_uses_a_fresh_models_values():
 def test_shrink_perturb_extremes_are_warm_start_and_a_fresh_model():
     model = trained_like_model()
     before = snapshot(model)
-    forget(model, ShrinkPerturbParams(shrink=1.0, perturb=0.0), context(fresh_cnn(), digits_batch()))
+    ShrinkPerturb(shrink=1.0, perturb=0.0).forget(model, boundary(fresh_cnn(), digits_images()))
     assert changed_tensors(model, before) == set()
-    forget(model, ShrinkPerturbParams(shrink=0.0, perturb=1.0, noise="module"), context(fresh_cnn(), digits_batch()))
+    ShrinkPerturb(shrink=0.0, perturb=1.0, noise="module").forget(model, boundary(fresh_cnn(), digits_images()))
     fresh = dict(fresh_cnn()().named_parameters())
     assert all(torch.equal(p.detach(), fresh[n].detach()) for n, p in model.named_parameters())
 
@@ -69,7 +56,7 @@ def test_later_layers_official_resets_conv_and_linear_weights_from_the_layer_on(
     model = trained_like_model()
     before = snapshot(model)
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    reset = forget(model, LaterLayersParams(from_layer="layer2"), context(fresh_cnn(), digits_batch(), seed=2))
+    reset = LaterLayers(from_layer="layer2").forget(model, boundary(fresh_cnn(), digits_images(), seed=2))
     # small_cnn's layers: layer1 = body.0, layer2 = body.1, layer3 = body.3, head
     assert changed_tensors(model, before) == {"body.1.0.weight", "body.3.0.weight", "head.weight"}
     assert set(reset) == {"body.1.0.weight", "body.3.0.weight", "head.weight"} and set(reset.values()) == {1.0}
@@ -81,9 +68,9 @@ def test_later_layers_official_resets_conv_and_linear_weights_from_the_layer_on(
 
 def test_later_layers_module_makes_those_layers_a_fresh_models():
     model = trained_like_model()
-    model.train()(digits_batch().x.float() / 255)  # move the BN running statistics
+    model.train()(digits_images().x.float() / 255)  # move the BN running statistics
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    forget(model, LaterLayersParams(from_layer="layer3", reinit="module"), context(fresh_cnn(), digits_batch()))
+    LaterLayers(from_layer="layer3", reinit="module").forget(model, boundary(fresh_cnn(), digits_images()))
     fresh = fresh_cnn()().state_dict()
     for k, v in model.state_dict().items():
         later = k.startswith(("body.3.", "head."))
@@ -95,7 +82,7 @@ def test_later_layers_resolves_resnet_names_and_refuses_unknown_layers():
     model = resnet("resnet18", 3, 10)
     assert list(model.layers) == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
     before = snapshot(model)
-    forget(model, LaterLayersParams(), context(lambda: resnet("resnet18", 3, 10), digits_batch()))
+    LaterLayers().forget(model, boundary(lambda: resnet("resnet18", 3, 10), digits_images()))
     changed = changed_tensors(model, before)
     expected = {n for n, p in model.named_parameters()
                 if n.startswith(("body.layer3.", "body.layer4.", "head.")) and p.dim() >= 2}
@@ -103,14 +90,14 @@ def test_later_layers_resolves_resnet_names_and_refuses_unknown_layers():
     assert any("downsample" in n for n in changed)
     layers = "stem, layer1, layer2, layer3, layer4, head"
     with pytest.raises(LureError, match=rf"from_layer: 'layer5' is not a layer .*{layers}"):
-        forget(model, LaterLayersParams(from_layer="layer5"), context(fresh_cnn(), digits_batch()))
+        LaterLayers(from_layer="layer5").forget(model, boundary(fresh_cnn(), digits_images()))
 
 
 @pytest.mark.parametrize("reinit", ["module", "kaiming"])
 def test_head_reset_touches_only_the_head(reinit):
     model = trained_like_model()
     before = snapshot(model)
-    reset = forget(model, HeadResetParams(reinit=reinit), context(fresh_cnn(), digits_batch()))
+    reset = HeadReset(reinit=reinit).forget(model, boundary(fresh_cnn(), digits_images()))
     head = dict(model.named_parameters())
     fresh = dict(fresh_cnn()().named_parameters())
     if reinit == "module":
@@ -132,7 +119,7 @@ def weight_masks(model, before):
 def test_magnitude_resets_exactly_the_lowest_absolute_weights():
     model = trained_like_model()
     before = snapshot(model)
-    forget(model, MagnitudeParams(fraction=0.3, score_params="weights"), context(fresh_cnn(), digits_batch()))
+    Magnitude(fraction=0.3, score_params="weights").forget(model, boundary(fresh_cnn(), digits_images()))
     masks = weight_masks(model, before)
     reset_old = torch.cat([before[n][m].abs() for n, m in masks.items()])
     kept = torch.cat([before[n][~m].abs() for n, m in masks.items()])
@@ -143,11 +130,11 @@ def test_magnitude_resets_exactly_the_lowest_absolute_weights():
 
 def test_random_mask_resets_as_many_as_lure_but_others():
     counts, masks = {}, {}
-    for params in [LureParams(fraction=0.25, score_params="weights"),
-                   RandomMaskParams(fraction=0.25, score_params="weights")]:
+    for params in [Lure(fraction=0.25, score_params="weights"),
+                   RandomMask(fraction=0.25, score_params="weights")]:
         model = trained_like_model()
         before = snapshot(model)
-        forget(model, params, context(fresh_cnn(), digits_batch(), seed=4))
+        params.forget(model, boundary(fresh_cnn(), digits_images(), seed=4))
         m = weight_masks(model, before)
         counts[params.kind] = sum(int(v.sum()) for v in m.values())
         masks[params.kind] = torch.cat([v.flatten() for v in m.values()])
@@ -159,7 +146,7 @@ def test_random_mask_resets_as_many_as_lure_but_others():
 def test_random_mask_is_spread_over_every_tensor_in_proportion():
     model = trained_like_model()
     before = snapshot(model)
-    forget(model, RandomMaskParams(fraction=0.5, score_params="weights"), context(fresh_cnn(), digits_batch()))
+    RandomMask(fraction=0.5, score_params="weights").forget(model, boundary(fresh_cnn(), digits_images()))
     for n, m in weight_masks(model, before).items():
         if m.numel() >= 500:
             assert 0.4 < m.float().mean() < 0.6, n
@@ -171,7 +158,7 @@ def test_random_mask_is_spread_over_every_tensor_in_proportion():
 def test_kels_keeps_the_first_filters_over_the_first_inputs_and_resets_the_rest():
     model = trained_like_model()  # small_cnn(1 channel, 10 classes, width 8)
     before = snapshot(model)
-    reset = forget(model, KnowledgeEvolutionParams(split="kels", split_rate=0.3), context(fresh_cnn(), digits_batch()))
+    reset = KnowledgeEvolution(split="kels", split_rate=0.3).forget(model, boundary(fresh_cnn(), digits_images()))
     fresh = dict(fresh_cnn()().named_parameters())
     after = dict(model.named_parameters())
     # The fit part of each tensor, written out for this network and a split rate of 0.3:
@@ -202,15 +189,14 @@ def test_wels_split_is_fixed_for_a_run_and_keeps_about_the_rate():
     for chunk_seed in [1, 2]:  # two chunks of one run: new draws, the same split
         model = trained_like_model()
         before = snapshot(model)
-        forget(model, KnowledgeEvolutionParams(split="wels", split_rate=0.7, reinit="kaiming"),
-               context(fresh_cnn(), digits_batch(), seed=chunk_seed, run_seed=9))
+        method = KnowledgeEvolution(split="wels", split_rate=0.7, reinit="kaiming")
+        method.forget(model, boundary(fresh_cnn(), digits_images(), seed=chunk_seed, run_seed=9))
         masks.append(torch.cat([(p.detach() != before[n]).flatten() for n, p in model.named_parameters()]))
     assert torch.equal(masks[0], masks[1])
     assert 0.25 < masks[0].float().mean() < 0.35
     model = trained_like_model()
     before = snapshot(model)
-    forget(model, KnowledgeEvolutionParams(split="wels", split_rate=0.7, reinit="kaiming"),
-           context(fresh_cnn(), digits_batch(), run_seed=10))
+    method.forget(model, boundary(fresh_cnn(), digits_images(), run_seed=10))
     other_run = torch.cat([(p.detach() != before[n]).flatten() for n, p in model.named_parameters()])
     assert not torch.equal(other_run, masks[0])
 

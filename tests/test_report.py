@@ -1,7 +1,6 @@
 """The report over run seeds: mean and sample std per method, no std from one seed, pooled
 reliability bins, and seeded stages refusing a seed that params.yaml does not list."""
 
-import json
 import statistics
 import subprocess
 import sys
@@ -11,16 +10,11 @@ import torch
 import yaml
 
 from lure import paths
-from lure.config import parse_params
 from lure.errors import LureError
 from lure.io import write_json, write_text
 from lure.metrics import reliability
-from lure.report import (
-    accuracy_rows, load_evaluations, pooled_reliability, read_reliability, stability_rows, summary_row,
-    tables, write_report,
-)
-from lure.runs import stage_count
-from tests.conftest import ROOT
+from lure.report import accuracy_rows, pooled_reliability, read_reliability, report, stability_rows, summary_row, tables
+from tests.conftest import ROOT, run_stage
 
 
 def evaluation(final_acc: float, cer: int, chunk_acc: list[float], updates: int = 100) -> dict:
@@ -73,7 +67,7 @@ def test_tables_show_no_spread_for_one_seed():
 
 
 def write_stream(method: str, seed: int, k: int, data: str, points: list[tuple[int, float]]) -> None:
-    log = paths.stream_dir(method, seed, k) / "plots" / "metrics" / f"{data}_acc.tsv"
+    log = paths.stream_log(method, seed, k) / "plots" / "metrics" / f"{data}_acc.tsv"
     write_text(log, f"step\t{data}_acc\n" + "".join(f"{step}\t{acc}\n" for step, acc in points))
 
 
@@ -123,30 +117,36 @@ def test_pooled_bins_are_the_bins_of_all_seeds_predictions_together():
 
 
 def write_run(method: str, seed: int, result: dict, reliability_rows: str) -> None:
-    write_json(paths.evaluate_metrics_path(method, seed), result)
-    write_text(paths.reliability_path(method, seed), "bin_centre,confidence,accuracy,count\n" + reliability_rows)
+    write_json(paths.evaluation(method, seed), result)
+    write_text(paths.reliability(method, seed), "bin_centre,confidence,accuracy,count\n" + reliability_rows)
 
 
-def test_write_report_over_two_seeds(in_tmp):
+def test_report_over_two_seeds_from_the_evaluate_stages_files(in_tmp):
     write_run("warm", 0, evaluation(0.9, 30, [0.5, 0.9]), "0.9500,0.960000,1.000000,3\n")
     write_run("warm", 1, evaluation(1.0, 20, [0.6, 1.0]), "0.9500,0.940000,0.000000,1\n")
-    evaluations = write_report(["warm"], [0, 1])
-    assert evaluations == load_evaluations(["warm"], [0, 1])
-    row = json.loads(paths.SUMMARY.read_text())["warm"]
+    result = report(["warm"], [0, 1])
+    row = result.summary["warm"]
     assert row["final_acc"] == pytest.approx(0.95) and row["final_acc_std"] == pytest.approx(statistics.stdev([0.9, 1.0]))
-    assert row["seeds"] == 2
-    assert paths.ACCURACY_PLOT.read_text().splitlines()[0] == "method,chunk,test_acc,cum_updates,test_acc_std"
-    assert paths.RELIABILITY_PLOT.read_text() == "method,confidence,accuracy,count\nwarm,0.955000,0.750000,4\n"
-    severities = paths.CORRUPTION_PLOT.read_text().splitlines()[1:]
+    assert row["cer"] == 25 and row["seeds"] == 2
+    accuracy = result.plots[paths.ACCURACY_PLOT].splitlines()
+    assert accuracy[0] == "method,chunk,test_acc,cum_updates,test_acc_std"
+    chunk_2 = accuracy[2].split(",")  # seeds' chunk-2 accuracies 0.9 and 1.0, 200 updates so far
+    assert chunk_2[:2] == ["warm", "2"] and float(chunk_2[2]) == pytest.approx(0.95) and chunk_2[3] == "200"
+    assert result.plots[paths.RELIABILITY_PLOT] == "method,confidence,accuracy,count\nwarm,0.955000,0.750000,4\n"
+    severities = result.plots[paths.CORRUPTION_PLOT].splitlines()[1:]
     assert [line.split(",")[:2] for line in severities] == [["warm", "1"], ["warm", "2"]]
     assert float(severities[0].split(",")[2]) == pytest.approx(0.85)
     assert read_reliability("warm", 1) == bins((0.95, 0.94, 0.0, 1))
+    assert result.tables.startswith("mean ± std over 2 run seeds (0, 1)")
 
 
-def test_missing_run_writes_nothing(in_tmp):
+def test_report_stage_writes_nothing_when_a_run_is_missing(in_tmp, params_dict):
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump({**params_dict, "seeds": [0, 1], "methods": {"warm": {}}}))
     write_run("warm", 0, evaluation(0.9, 30, [0.5, 0.9]), "0.9500,0.960000,1.000000,3\n")
     with pytest.raises(LureError, match=r"metrics/evaluate/seed_1/warm.json is missing.*seed 1"):
-        write_report(["warm"], [0, 1])
+        report(["warm"], [0, 1])
+    result = run_stage("stages.report", cwd=in_tmp)
+    assert result.returncode == 2 and "seed_1/warm.json is missing" in result.stderr
     assert not any(p.exists() for p in (paths.SUMMARY, paths.ACCURACY_PLOT, paths.RELIABILITY_PLOT))
 
 
@@ -159,13 +159,8 @@ def test_stage_count_matches_dvc_yaml(params_dict, tmp_path):
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path,
                             capture_output=True, text=True, check=True).stdout.split()
-    assert len(listed) == stage_count(parse_params(params_dict)) == 3 + 2 + 3 * 2 * (2 + 4)
+    assert len(listed) == paths.stage_count(3, 2, 4) == 3 + 2 + 3 * 2 * (2 + 4)
     assert {"learn@4", "branch@lure-4", "relearn@lure-4-chunk3", "evaluate@scratch-0"} <= set(listed)
-
-
-def run_stage(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
 @pytest.mark.parametrize("stage", [("stages.branch", "lure"), ("stages.relearn", "lure", "2")])

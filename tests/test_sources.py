@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from lure.config import DigitsData, ModelParams, TorchvisionData, TrainParams
+from lure.config import DigitsData, ModelSettings, TorchvisionData, TrainSettings
 from lure.data import few_shot, load_source
 from lure.errors import LureError
-from lure.models import build_model, set_input_stats
-from lure.train import Data, accuracy, as_float, fit
+from lure.models import accuracy, as_float, build_model, set_input_stats
+from lure.train import fit
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
@@ -60,11 +60,11 @@ def test_absent_dataset_says_what_to_put_where(tmp_path, source, folder):
 def test_short_cifar10_run_on_cpu_learns(cifar10):
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    train = Data.of(cifar10.pool.take(np.arange(0, 50000, 10)), cpu)  # 5000 images, all classes
-    val = Data.of(cifar10.test.take(np.arange(0, 10000, 10)), cpu)
-    model = build_model(ModelParams(arch="small_cnn", width=16), 3, 10)
+    train = cifar10.pool.take(np.arange(0, 50000, 10)).on(cpu)  # 5000 images, all classes
+    val = cifar10.test.take(np.arange(0, 10000, 10)).on(cpu)
+    model = build_model(ModelSettings(arch="small_cnn", width=16), 3, 10)
     set_input_stats(model, as_float(train.x))
-    params = TrainParams(epochs=2, batch_size=32, lr=0.05, lr_milestones=[], augment="crop_flip")
+    params = TrainSettings(epochs=2, batch_size=32, lr=0.05, lr_milestones=[], augment="crop_flip")
     result = fit(model, train, val, params, torch.Generator().manual_seed(0))
     assert result.updates == 2 * 157  # a few hundred steps
     assert accuracy(model, val) > 0.2  # chance: 0.1
@@ -73,10 +73,10 @@ def test_short_cifar10_run_on_cpu_learns(cifar10):
 def test_resnets_take_any_channel_count_and_end_in_the_head():
     for arch, size in [("resnet18", 32), ("resnet50", 64)]:
         for channels in (1, 3):
-            model = build_model(ModelParams(arch=arch), channels, 7).eval()
+            model = build_model(ModelSettings(arch=arch), channels, 7).eval()
             assert model(torch.rand(2, channels, size, size)).shape == (2, 7)
             assert isinstance(model.head, torch.nn.Linear)
-    stem = build_model(ModelParams(arch="resnet18"), 3, 10).body
+    stem = build_model(ModelSettings(arch="resnet18"), 3, 10).body
     assert stem.conv1.kernel_size == (3, 3) and stem.conv1.stride == (1, 1)
     assert isinstance(stem.maxpool, torch.nn.Identity)  # the CIFAR stem
-    assert isinstance(build_model(ModelParams(arch="resnet50"), 3, 10).body.maxpool, torch.nn.MaxPool2d)
+    assert isinstance(build_model(ModelSettings(arch="resnet50"), 3, 10).body.maxpool, torch.nn.MaxPool2d)

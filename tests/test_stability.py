@@ -4,28 +4,30 @@ import numpy as np
 import pytest
 import torch
 
-from lure.config import DigitsData, TrainParams, parse_params
-from lure.data import class_chunk_indices, load_source
+from lure import streams
+from lure.config import DigitsData, TrainSettings, parse_params
+from lure.data import Images, class_chunk_indices, load_source
 from lure.errors import LureError
-from lure.mitigations import SoftTargets, class_mean_head
+from lure.methods import load_method
+from lure.methods.mitigations import SoftTargets, Warmup, class_mean_head
 from lure.models import small_cnn
-from lure.stability import Stream, gap_metrics, stability_summary
-from lure.train import Data, Trainer
+from lure.stability import Curves, gap_metrics, stability_summary
+from lure.train import Hook, Trainer
 
 
-def stream_of(steps, chunks: dict[int, list[float]], new: list[float]) -> Stream:
-    stream = Stream()
+def curves_of(steps, chunks: dict[int, list[float]], new: list[float]) -> Curves:
+    curves = Curves()
     for i, step in enumerate(steps):
         per_chunk = {c: accs[i] for c, accs in chunks.items()}
-        stream.add(step, per_chunk, old=sum(per_chunk.values()) / len(per_chunk), new=new[i])
-    return stream
+        curves.add(step, per_chunk, old=sum(per_chunk.values()) / len(per_chunk), new=new[i])
+    return curves
 
 
 def test_gap_depth_minimum_and_recovery_step():
     # Before forgetting 0.9; the reset drops it to 0.5 (step 0), the minimum 0.3 comes at step 10,
     # and accuracy is back at 0.9 at step 30.
-    stream = stream_of([0, 0, 10, 20, 30, 40], {1: [0.9, 0.5, 0.3, 0.6, 0.9, 0.95]}, [0.1, 0.1, 0.4, 0.7, 0.8, 0.85])
-    m = gap_metrics(stream, k=2)
+    curves = curves_of([0, 0, 10, 20, 30, 40], {1: [0.9, 0.5, 0.3, 0.6, 0.9, 0.95]}, [0.1, 0.1, 0.4, 0.7, 0.8, 0.85])
+    m = gap_metrics(curves, k=2)
     assert m["acc_before"] == 0.9 and m["min_old"] == 0.3 and m["gap_depth"] == pytest.approx(0.6)
     assert m["recovered"] == 1 and m["recovery_updates"] == 30
     assert m["min_acc"] == 0.3
@@ -34,21 +36,21 @@ def test_gap_depth_minimum_and_recovery_step():
 
 
 def test_never_recovers():
-    stream = stream_of([0, 0, 10, 20], {1: [0.8, 0.8, 0.4, 0.7]}, [0.0, 0.0, 0.5, 0.9])
-    m = gap_metrics(stream, k=2)
+    curves = curves_of([0, 0, 10, 20], {1: [0.8, 0.8, 0.4, 0.7]}, [0.0, 0.0, 0.5, 0.9])
+    m = gap_metrics(curves, k=2)
     assert m["recovered"] == 0 and "recovery_updates" not in m and m["gap_depth"] == pytest.approx(0.4)
 
 
 def test_no_drop_means_no_gap_and_immediate_recovery():
-    stream = stream_of([0, 0, 10], {1: [0.7, 0.7, 0.8]}, [0.2, 0.2, 0.6])
-    m = gap_metrics(stream, k=2)
+    curves = curves_of([0, 0, 10], {1: [0.7, 0.7, 0.8]}, [0.2, 0.2, 0.6])
+    m = gap_metrics(curves, k=2)
     assert m["gap_depth"] == 0.0 and m["recovered"] == 1 and m["recovery_updates"] == 0
 
 
 def test_min_acc_averages_the_minimum_of_each_earlier_chunk():
     # Chunk 1 bottoms at 0.2, chunk 2 at 0.6: min-ACC 0.4; WC-ACC at chunk 3 = 0.9/3 + 2/3 * 0.4.
-    stream = stream_of([0, 0, 10, 20], {1: [0.9, 0.8, 0.2, 0.7], 2: [0.95, 0.9, 0.8, 0.6]}, [0.1, 0.1, 0.5, 0.9])
-    m = gap_metrics(stream, k=3)
+    curves = curves_of([0, 0, 10, 20], {1: [0.9, 0.8, 0.2, 0.7], 2: [0.95, 0.9, 0.8, 0.6]}, [0.1, 0.1, 0.5, 0.9])
+    m = gap_metrics(curves, k=3)
     assert m["min_acc"] == pytest.approx(0.4)
     assert m["wc_acc"] == pytest.approx(0.9 / 3 + 2 / 3 * 0.4)
 
@@ -96,15 +98,27 @@ def test_class_mean_head_sets_rows_to_normalised_feature_means():
     assert torch.equal(model.head.weight[untouched], old[untouched])
 
 
+class RecordLR(Hook):
+    def __init__(self):
+        self.lr = []
+
+    def after_step(self, trainer):
+        self.lr.append(trainer.optimizer.lr)
+
+
 def test_warmup_ramps_the_learning_rate_linearly():
     torch.manual_seed(0)
     model = small_cnn(1, 10, width=4)
-    data = Data(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (64,)))
-    seen = []
-    trainer = Trainer(model, TrainParams(batch_size=8, lr=0.4), torch.device("cpu"), warmup_updates=4,
-                      probe=lambda step: seen.append(trainer.optimizer.lr), probe_every=1)
+    data = Images(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (64,)))
+    seen = RecordLR()
+    # 0.125 of 4 epochs of 8 updates: 4 warm-up updates
+    hooks = [Warmup(0.125), seen]
+    trainer = Trainer(model, TrainSettings(batch_size=8, lr=0.4, epochs=4), torch.device("cpu"), hooks=hooks,
+                      updates_per_epoch=8)
+    for hook in hooks:
+        hook.before_fit(trainer)
     trainer.epoch(data, torch.Generator().manual_seed(0))
-    assert seen == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4])
+    assert seen.lr == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4])
 
 
 def test_class_incremental_chunks_hold_their_classes_and_stay_put():
@@ -114,8 +128,11 @@ def test_class_incremental_chunks_hold_their_classes_and_stay_put():
     assert all(len(c) == 2 for c in classes) and set().union(*classes) == set(range(10))
     assert all(a.isdisjoint(b) for i, a in enumerate(classes) for b in classes[i + 1:])
     assert all(len(c) == np.isin(pool.y, list(cl)).sum() for c, cl in zip(chunks, classes))  # all their images
-    assert np.array_equal(class_chunk_indices(pool.y, 2, 100, 3, seed=0), class_chunk_indices(pool.y, 2, 100, 3, seed=0))
-    assert len(class_chunk_indices(pool.y, 2, 100, 3, seed=0)) == 100
+    # chunk k brings the k-th pair of one seeded class order, whatever the number of chunks
+    order = np.random.default_rng([0, streams.CLASS_ORDER]).permutation(10)
+    assert classes == [set(order[2 * i : 2 * i + 2].tolist()) for i in range(5)]
+    capped = class_chunk_indices(pool.y, 2, 100, 3, seed=0)
+    assert len(capped) == 100 and set(capped) <= set(chunks[2])  # at most chunk_size of them
     with pytest.raises(LureError, match="data.classes_per_chunk: 6 class-incremental chunks of 2 classes need 12"):
         class_chunk_indices(pool.y, 2, 100, 6, seed=0)
 
@@ -123,5 +140,30 @@ def test_class_incremental_chunks_hold_their_classes_and_stay_put():
 def test_mitigations_are_options_of_any_method(params_dict):
     params_dict["methods"]["scratch_sgm"] = {"kind": "scratch", "mitigate": {"soft_targets": True, "warmup": 0.3,
                                                                              "head_init": "class_means"}}
-    m = parse_params(params_dict).methods["scratch_sgm"].mitigate
+    m = load_method(parse_params(params_dict), "scratch_sgm").mitigate
     assert m.soft_targets and m.warmup == 0.3 and m.head_init == "class_means" and not m.fresh_optimizer
+
+
+def test_fresh_optimizer_trains_as_from_no_momentum():
+    """A fit that carries momentum but asks for a fresh optimizer ends where a fit without carried
+    momentum ends, weights and momentum alike; without the hook the carried momentum matters."""
+    from lure.config import TrainSettings
+    from lure.methods.mitigations import FreshOptimizer
+    from lure.train import fit
+    from tests.conftest import digits_images
+
+    train, val = digits_images(0, 96), digits_images(96, 128)
+    settings = TrainSettings(epochs=1, batch_size=16, lr_milestones=[])
+    carried = {n: torch.full_like(p, 0.5) for n, p in small_cnn(1, 10, width=4).named_parameters()}
+
+    def run(momentum, hooks):
+        torch.manual_seed(0)
+        model = small_cnn(1, 10, width=4)
+        result = fit(model, train, val, settings, torch.Generator().manual_seed(0), momentum, hooks)
+        return model.state_dict(), result.momentum
+
+    (fresh, fresh_momentum), (plain, plain_momentum) = run(carried, [FreshOptimizer()]), run(None, [])
+    assert all(torch.equal(fresh[k], plain[k]) for k in plain)
+    assert all(torch.equal(fresh_momentum[k], plain_momentum[k]) for k in plain_momentum)
+    with_carried, _ = run(carried, [])
+    assert not torch.equal(with_carried["head.weight"], plain["head.weight"])

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from lure.config import METHOD_KINDS
-from tests.test_config import run_stage
+from lure.methods import METHODS
+from tests.conftest import run_stage
 
 TINY = {
     "data": {"source": "digits", "chunk_size": 120},
@@ -32,7 +32,7 @@ def runs(tmp_path_factory):
     from stages import branch, learn, prepare, relearn
 
     root = tmp_path_factory.mktemp("methods")
-    params = {**TINY, "methods": {kind: SETTINGS.get(kind, {}) for kind in METHOD_KINDS}}
+    params = {**TINY, "methods": {kind: SETTINGS.get(kind, {}) for kind in METHODS}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -3,10 +3,10 @@
 import torch
 from torch import nn
 
-from lure.config import TrainParams
-from lure.data import Split
-from lure.models import small_cnn, set_input_stats
-from lure.train import SGD, Data, accuracy, as_float, fit, lr_at
+from lure.config import TrainSettings
+from lure.models import accuracy, as_float, set_input_stats, small_cnn
+from lure.train import SGD, fit, lr_at
+from tests.conftest import digits_images
 
 
 def steps(pairs, n):
@@ -58,24 +58,16 @@ def test_sgd_skips_parameters_without_gradient():
 
 
 def test_lr_schedule_steps_at_milestones():
-    params = TrainParams(lr=0.1, lr_milestones=[2, 4], lr_gamma=0.1, epochs=6)
+    params = TrainSettings(lr=0.1, lr_milestones=[2, 4], lr_gamma=0.1, epochs=6)
     assert [round(lr_at(params, e), 6) for e in range(6)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
-
-
-def digits(start, stop):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.images[start:stop] * (255 / 16)).round().astype("uint8")[:, None]
-    return Data.of(Split(x, d.target[start:stop].astype("int64")), torch.device("cpu"))
 
 
 def train_once(seed=0, epochs=4, momentum=None, **overrides):
     torch.manual_seed(seed)
-    train, val = digits(0, 400), digits(400, 500)
+    train, val = digits_images(0, 400), digits_images(400, 500)
     model = small_cnn(1, 10, width=8)
     set_input_stats(model, as_float(train.x))
-    params = TrainParams(**{"epochs": epochs, "batch_size": 32, "lr": 0.05, "lr_milestones": [3], **overrides})
+    params = TrainSettings(**{"epochs": epochs, "batch_size": 32, "lr": 0.05, "lr_milestones": [3], **overrides})
     result = fit(model, train, val, params, torch.Generator().manual_seed(seed), momentum)
     return model, result, val
 

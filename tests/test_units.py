@@ -4,13 +4,14 @@ the dormant units, continual backprop's utility and replacement follow their def
 import pytest
 import torch
 
-from lure.config import ContinualBackpropParams, RedoParams
-from lure.forgetting import forget
+from lure.config import TrainSettings
+from lure.data import Images
+from lure.methods.continual_backprop import ContinualBackprop, UnitReplacement
+from lure.methods.redo import Redo
+from lure.methods.units import recycle, unit_activity
 from lure.models import resnet
-from lure.train import SGD, Data
-from lure.units import ContinualBackprop, recycle, unit_activity
-from tests.test_forgetting import context, digits_batch, trained_like_model
-from tests.test_methods import fresh_cnn
+from lure.train import Trainer
+from tests.conftest import boundary, digits_images, fresh_cnn, trained_like_model
 
 
 def hand_activity(model, x):
@@ -32,7 +33,7 @@ def hand_activity(model, x):
 
 def test_unit_activity_matches_a_hand_computation_and_changes_nothing():
     model = trained_like_model()
-    data = digits_batch(48)
+    data = digits_images(0, 48)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     activity = unit_activity(model, [(data.x[:32], data.y[:32]), (data.x[32:], data.y[32:])])
     for got, want in zip(activity, hand_activity(model, data.x)):
@@ -49,16 +50,16 @@ def dormant_model():
 
 def test_redo_recycles_exactly_the_units_at_or_below_tau():
     model = dormant_model()
-    data = digits_batch(64)
+    data = digits_images(0, 64)
     tau = 0.3
     activity = hand_activity(dormant_model(), data.x)
     dormant = [set((a / a.mean() <= tau).nonzero().flatten().tolist()) for a in activity]
     assert {3, 11} <= dormant[1] and len(dormant[1]) < 16  # a real choice, not all or nothing
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ctx = context(fresh_cnn(), data, seed=3)
+    ctx = boundary(fresh_cnn(), data, seed=3)
     ctx.momentum = {n: torch.ones_like(p) for n, p in model.named_parameters()}
-    reset = forget(model, RedoParams(tau=tau, score_batch_size=64), ctx)
+    reset = Redo(tau=tau, score_batch_size=64).forget(model, ctx)
     after = model.state_dict()
 
     # The rule, layer by layer in forward order: the recycled units' incoming rows drawn afresh
@@ -88,18 +89,20 @@ def test_redo_recycles_exactly_the_units_at_or_below_tau():
 def test_redo_with_tau_zero_recycles_only_silent_units():
     model = dormant_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    forget(model, RedoParams(tau=0.0), context(fresh_cnn(), digits_batch()))
+    Redo(tau=0.0).forget(model, boundary(fresh_cnn(), digits_images()))
     changed_rows = (model.state_dict()["body.1.0.weight"] != before["body.1.0.weight"]).flatten(1).any(1)
     assert changed_rows.nonzero().flatten().tolist() == [3, 11]
 
 
 def small_cbp(replacement_rate, maturity, decay):
-    """A small CNN in training mode, a batch of digits, an SGD and continual backprop on them."""
+    """A small CNN in training mode, a batch of digits, a trainer (its SGD) and continual backprop's
+    hook on them, recording."""
     model = trained_like_model().train()
-    optimizer = SGD(list(model.named_parameters()), 0.01, 0.9, 0.0)
-    cbp = ContinualBackprop(model, replacement_rate, maturity, decay, generator=torch.Generator().manual_seed(0),
-                            state={})
-    return model, digits_batch(32), optimizer, cbp
+    trainer = Trainer(model, TrainSettings(lr=0.01, momentum=0.9, weight_decay=0.0), torch.device("cpu"))
+    cbp = UnitReplacement(model, replacement_rate, maturity, decay, generator=torch.Generator().manual_seed(0),
+                          state={})
+    cbp.before_fit(trainer)
+    return model, digits_images(0, 32), trainer, cbp
 
 
 def outgoing_means(model):
@@ -116,7 +119,7 @@ def train_step(model, optimizer, x, y):
 
 
 def test_continual_backprop_utility_follows_its_definition():
-    model, data, optimizer, cbp = small_cbp(replacement_rate=0.0, maturity=10**9, decay=0.9)
+    model, data, trainer, cbp = small_cbp(replacement_rate=0.0, maturity=10**9, decay=0.9)
     # the activity of the step's forward pass (batch statistics, weights before the step)
     activities = []
     with torch.no_grad():
@@ -129,24 +132,24 @@ def test_continual_backprop_utility_follows_its_definition():
             h = torch.relu((z - mean[:, None, None]) / torch.sqrt(var[:, None, None] + 1e-5)
                            * block[1].weight[:, None, None] + block[1].bias[:, None, None])
             activities.append(h.mean(dim=(0, 2, 3)))
-    train_step(model, optimizer, data.x, data.y)
-    cbp.after_step(optimizer)
+    train_step(model, trainer.optimizer, data.x, data.y)
+    cbp.after_step(trainer)
     for utility, activity, w in zip(cbp.utility, activities, outgoing_means(model)):
         torch.testing.assert_close(utility, 0.1 * activity * w, rtol=1e-4, atol=1e-7)
     assert all(torch.equal(a, torch.ones_like(a)) for a in cbp.age)
-    cbp.close()
+    cbp.after_fit(trainer)
 
 
 def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate():
-    model, data, optimizer, cbp = small_cbp(replacement_rate=0.25, maturity=1, decay=0.0)
-    train_step(model, optimizer, data.x, data.y)
-    cbp.after_step(optimizer)  # age 1: none is mature yet
+    model, data, trainer, cbp = small_cbp(replacement_rate=0.25, maturity=1, decay=0.0)
+    train_step(model, trainer.optimizer, data.x, data.y)
+    cbp.after_step(trainer)  # age 1: none is mature yet
     assert cbp.reset == {} and cbp.pending == [0.0, 0.0, 0.0]
 
-    train_step(model, optimizer, data.x, data.y)
+    train_step(model, trainer.optimizer, data.x, data.y)
     # decay 0: the utility is this step's activity (recorded by the hook) times mean |w_out|
     expected = [cbp.activity[i] * w for i, w in enumerate(outgoing_means(model))]
-    cbp.after_step(optimizer)  # age 2 > 1: a quarter of the 8 / 16 / 32 units are replaced
+    cbp.after_step(trainer)  # age 2 > 1: a quarter of the 8 / 16 / 32 units are replaced
     for i, units in enumerate(model.units):
         replaced = (cbp.age[i] == 0).nonzero().flatten()
         assert len(replaced) == len(expected[i]) // 4
@@ -155,21 +158,20 @@ def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate
         rows = (cbp.age[i + 1] != 0).nonzero().flatten() if i + 1 < len(cbp.age) else slice(None)
         consumer = model.get_submodule(units.consumer).weight
         assert torch.all(consumer[rows][:, replaced] == 0)
-        assert torch.all(optimizer.momentum_buffers()[f"{units.consumer}.weight"][rows][:, replaced] == 0)
+        assert torch.all(trainer.optimizer.momentum_buffers()[f"{units.consumer}.weight"][rows][:, replaced] == 0)
         assert torch.all(cbp.utility[i][replaced] == 0)
     # the share of entries recycled at least once: a quarter of each layer's rows and columns
     assert cbp.reset["body.0.0.weight"] == pytest.approx(0.25)
     assert cbp.reset["body.1.0.weight"] == pytest.approx(1 - 0.75 * 0.75)  # rows and columns overlap
     assert cbp.reset["head.weight"] == pytest.approx(0.25)
-    state = cbp.close()
-    carried = ContinualBackprop(model, 0.25, 1, 0.0, torch.Generator(), state)
+    cbp.after_fit(trainer)
+    carried = UnitReplacement(model, 0.25, 1, 0.0, torch.Generator(), cbp.state())
     assert all(torch.equal(a, b) for a, b in zip(carried.age, cbp.age))  # ages carry into the next chunk
-    carried.close()
 
 
 def test_continual_backprop_ranks_by_the_bias_corrected_utility():
-    model, data, optimizer, cbp = small_cbp(replacement_rate=0.125, maturity=0, decay=0.9)
-    train_step(model, optimizer, data.x, data.y)
+    model, data, trainer, cbp = small_cbp(replacement_rate=0.125, maturity=0, decay=0.9)
+    train_step(model, trainer.optimizer, data.x, data.y)
     # Layer 0 (8 units) replaces one unit. Unit 2 is young (age 1, becoming 2) with a small running
     # utility, unit 5 old (age 99) with a slightly larger one; the rest are large. No new activity.
     cbp.utility[0] = torch.ones(8)
@@ -177,27 +179,30 @@ def test_continual_backprop_ranks_by_the_bias_corrected_utility():
     cbp.age[0] = torch.full((8,), 99)
     cbp.age[0][2] = 1
     cbp.activity[0] = torch.zeros(8)
-    cbp.after_step(optimizer)
+    cbp.after_step(trainer)
     # raw: 0.009 < 0.018, but corrected: 0.009 / (1 - 0.9^2) = 0.047 > 0.018 / (1 - 0.9^100)
     assert (cbp.age[0] == 0).nonzero().flatten().tolist() == [5]
-    cbp.close()
+    cbp.after_fit(trainer)
 
 
-def test_continual_backprop_hooks_record_training_batches_only_and_go_on_close():
+def test_continual_backprop_hooks_record_training_batches_only_from_fit_to_its_end():
     model = trained_like_model().train()
-    data = digits_batch(16)
-    cbp = ContinualBackprop(model, 0.0, 10, 0.99, torch.Generator(), {})
+    data = digits_images(0, 16)
+    cbp = UnitReplacement(model, 0.0, 10, 0.99, torch.Generator(), {})
+    model(data.x.float() / 255)
+    assert cbp.activity == [None, None, None]  # not yet fitting
+    cbp.before_fit(None)
     model.eval()
     model(data.x.float() / 255)
     assert cbp.activity == [None, None, None]  # an evaluation is not a training step
     model.train()
     model(data.x.float() / 255)
     assert all(a is not None and a.shape == (n,) for a, n in zip(cbp.activity, [8, 16, 32]))
-    state = cbp.close()
+    cbp.after_fit(None)
     cbp.activity = [None] * 3
     model(data.x.float() / 255)
     assert cbp.activity == [None, None, None]
-    assert set(state) == {"utility", "age", "pending"}
+    assert set(cbp.state()) == {"utility", "age", "pending"}
 
 
 def test_recycling_on_a_resnet_draws_from_its_fan_out_normal_init():
@@ -214,9 +219,9 @@ def test_recycling_on_a_resnet_draws_from_its_fan_out_normal_init():
     assert torch.all(model.get_submodule(units.consumer).weight == 0)
     # and ReDo / continual backprop run end to end on it
     x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
-    data = Data(x, torch.randint(0, 10, (8,)))
-    ctx = context(lambda: resnet("resnet18", 3, 10), data)
-    forget(model, RedoParams(tau=0.1, score_batch_size=8), ctx)
-    forget(model, ContinualBackpropParams(), ctx)
-    assert ctx.during_training is not None and len(ctx.during_training.utility) == 8
-    ctx.during_training.close()
+    data = Images(x, torch.randint(0, 10, (8,)))
+    ctx = boundary(lambda: resnet("resnet18", 3, 10), data)
+    Redo(tau=0.1, score_batch_size=8).forget(model, ctx)
+    assert ContinualBackprop().forget(model, ctx) == {}
+    hook = ContinualBackprop().relearning(model, ctx)
+    assert len(hook.utility) == 8 and all(u.shape == (64,) for u in hook.utility[:2])

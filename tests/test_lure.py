@@ -1,4 +1,4 @@
-"""Forgetting methods on small models: SNIP against a hand computation, exact reset fractions,
+"""LURE, warm start and scratch on small models: SNIP against a hand computation, exact reset fractions,
 kept weights bit-identical, reset weights freshly drawn."""
 
 import math
@@ -7,10 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from lure.config import LureParams, ScratchParams, WarmParams
-from lure.forgetting import ForgetContext, forget, kaiming_draw, lowest_fraction, snip_saliency
+from lure.data import Images
+from lure.methods.lure import Lure, snip_saliency
+from lure.methods.masks import lowest_fraction
+from lure.methods.reinit import kaiming_draw
+from lure.methods.scratch import Scratch
+from lure.methods.warm import Warm
 from lure.models import small_cnn
-from lure.train import Data
+from tests.conftest import boundary, digits_images, fresh_cnn, trained_like_model
 
 
 class Linear2x2(nn.Module):
@@ -72,41 +76,12 @@ def test_lowest_fraction_is_exact_and_global():
             assert marked.max() <= kept.min()  # one threshold across all tensors
 
 
-def digits_batch(n=64):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy((d.images[:n] * (255 / 16)).round().astype("uint8"))[:, None]
-    return Data(x, torch.from_numpy(d.target[:n]).long())
-
-
-def context(model_factory, data, seed=0, run_seed=100):
-    init = model_factory()
-    return ForgetContext(
-        init_state=init.state_dict(),
-        fresh_model=model_factory,
-        replay=data,
-        chunk=data,
-        generator=torch.Generator().manual_seed(seed),
-        run_generator=torch.Generator().manual_seed(run_seed),
-    )
-
-
-def trained_like_model(seed=1):
-    torch.manual_seed(seed)
-    model = small_cnn(1, 10, width=8)
-    with torch.no_grad():  # move BN scales off their init value so a reset is visible
-        for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
-
-
 @pytest.mark.parametrize("fraction", [0.05, 0.2, 0.6])
 def test_lure_resets_exactly_the_asked_fraction_of_weights(fraction):
     model = trained_like_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    params = LureParams(fraction=fraction, score_params="weights")
-    reset = forget(model, params, context(lambda: small_cnn(1, 10, width=8), digits_batch()))
+    params = Lure(fraction=fraction, score_params="weights")
+    reset = params.forget(model, boundary(fresh_cnn(), digits_images()))
 
     weights = [n for n in before if n.endswith("weight")]
     changed = {n: (p.detach() != before[n]) for n, p in model.named_parameters()}
@@ -122,8 +97,8 @@ def test_lure_resets_exactly_the_asked_fraction_of_weights(fraction):
 def test_lure_draws_reset_weights_from_kaiming_uniform():
     model = trained_like_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    forget(model, LureParams(fraction=0.5, score_params="weights"),
-           context(lambda: small_cnn(1, 10, width=8), digits_batch(), seed=7))
+    Lure(fraction=0.5, score_params="weights").forget(
+        model, boundary(fresh_cnn(), digits_images(), seed=7))
     generator = torch.Generator().manual_seed(7)  # the same draws, in parameter order
     for n, p in model.named_parameters():
         if not n.endswith("weight"):
@@ -138,11 +113,11 @@ def test_lure_draws_reset_weights_from_kaiming_uniform():
 def test_lure_official_scoring_counts_biases_but_resets_only_weights():
     model = trained_like_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    data = digits_batch()
+    data = digits_images()
     # The official mask: every parameter competes, on the first batch of 100 in eval mode.
     scores = snip_saliency(model, [(data.x[:100], data.y[:100])], list(before))
     official = lowest_fraction(scores, 0.3)
-    forget(model, LureParams(fraction=0.3), context(lambda: small_cnn(1, 10, width=8), data))
+    Lure(fraction=0.3).forget(model, boundary(fresh_cnn(), data))
     for n, p in model.named_parameters():
         changed = p.detach() != before[n]
         if n.endswith("weight"):
@@ -162,7 +137,7 @@ def test_lure_module_reinit_takes_a_fresh_models_values():
         torch.manual_seed(123)
         return small_cnn(1, 10, width=8)
 
-    forget(model, LureParams(fraction=0.5, reinit="module", score_params="weights"), context(fresh, digits_batch()))
+    Lure(fraction=0.5, reinit="module", score_params="weights").forget(model, boundary(fresh, digits_images()))
     reference = dict(fresh().named_parameters())
     for n, p in model.named_parameters():
         reset = p.detach() != before[n]
@@ -175,38 +150,31 @@ def test_lure_is_deterministic_for_a_seed():
     results = []
     for _ in range(2):
         model = trained_like_model()
-        forget(model, LureParams(), context(lambda: small_cnn(1, 10, width=8), digits_batch(), seed=3))
+        Lure().forget(model, boundary(fresh_cnn(), digits_images(), seed=3))
         results.append(model.state_dict())
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
 def test_lure_scores_on_the_chosen_data():
-    old, new = digits_batch(64), Data(digits_batch(128).x[64:], digits_batch(128).y[64:])
+    old, new = digits_images(0, 64), Images(digits_images(0, 128).x[64:], digits_images(0, 128).y[64:])
     masks = {}
     for source in ["replay", "chunk"]:
         m = trained_like_model()
-        ctx = context(lambda: small_cnn(1, 10, width=8), old)
-        ctx.chunk = new
+        ctx = boundary(fresh_cnn(), old)
+        ctx.new = new
         before = {n: p.detach().clone() for n, p in m.named_parameters()}
-        forget(m, LureParams(score_data=source, score_batch_size=32), ctx)
+        Lure(score_data=source, score_batch_size=32).forget(m, ctx)
         masks[source] = torch.cat([(p.detach() != before[n]).flatten() for n, p in m.named_parameters()])
     assert not torch.equal(masks["replay"], masks["chunk"])
-
-
-def test_every_method_kind_has_a_function():
-    from lure.config import METHOD_KINDS
-    from lure.forgetting import METHODS
-
-    assert set(METHODS) == set(METHOD_KINDS)
 
 
 def test_warm_keeps_everything_and_scratch_restores_the_initial_weights():
     model = trained_like_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert forget(model, WarmParams(), context(lambda: small_cnn(1, 10, width=8), digits_batch())) == {}
+    assert Warm().forget(model, boundary(fresh_cnn(), digits_images())) == {}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
-    ctx = context(lambda: small_cnn(1, 10, width=8), digits_batch())
-    reset = forget(model, ScratchParams(), ctx)
-    assert all(torch.equal(ctx.init_state[k], v) for k, v in model.state_dict().items())
+    ctx = boundary(fresh_cnn(), digits_images())
+    reset = Scratch().forget(model, ctx)
+    assert all(torch.equal(ctx.initial[k], v) for k, v in model.state_dict().items())
     assert set(reset) == {n for n, _ in model.named_parameters()} and set(reset.values()) == {1.0}

@@ -1,4 +1,4 @@
-"""Hidden units: how active they are, and recycling them (ReDo, continual backprop).
+"""Hidden units: how active they are, and recycling them (shared by ReDo and continual backprop).
 
 A unit is an output channel of a convolution followed by BatchNorm and a ReLU, read by the next
 conv or linear layer (lure.models.Units, declared per architecture). Recycling unit c draws its
@@ -15,9 +15,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from lure.models import Network, Units, initial_draw
-
-Reset = dict[str, float]
+from lure.methods.base import Reset
+from lure.models import Network, Units, as_float, initial_draw
 
 
 def watch_activity(model: Network, record: Callable[[int, torch.Tensor, int], None],
@@ -39,8 +38,6 @@ def watch_activity(model: Network, record: Callable[[int, torch.Tensor, int], No
 def unit_activity(model: Network, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     """Per layer of units, the mean post-ReLU activation E|h| of every unit over the images of
     `batches`, in eval mode (BatchNorm's running statistics; nothing in the model changes)."""
-    from lure.train import as_float
-
     sums = [torch.zeros(model.get_submodule(u.conv).out_channels) for u in model.units]
 
     def add(i: int, activity: torch.Tensor, images: int) -> None:
@@ -100,68 +97,3 @@ def recycle(model: Network, units: Units, index: torch.Tensor, generator: torch.
 def shares(touched: dict[str, torch.Tensor]) -> Reset:
     """The fraction of each tensor's entries marked in `touched`."""
     return {name: mask.float().mean().item() for name, mask in touched.items()}
-
-
-class ContinualBackprop:
-    """Continual backprop (Dohare et al., Nature 2024), as a hook after every optimizer step.
-
-    Per unit: utility u <- decay * u + (1 - decay) * |h| * mean_k |w_out_k|, with |h| the unit's
-    mean activation on the step's batch, and an age in updates. Units older than `maturity` are
-    eligible; per layer, `replacement_rate` times the eligible count accumulates, and each whole
-    unit of it recycles the eligible unit of lowest bias-corrected utility u / (1 - decay^age)
-    (its utility and age back to 0). The state carries over to the next chunk in the checkpoint.
-    Not implemented: the paper's correction of the next layer's bias for the recycled unit's mean
-    activation.
-    """
-
-    def __init__(self, model: Network, replacement_rate: float, maturity: int, decay: float,
-                 generator: torch.Generator, state: dict) -> None:
-        self.model, self.generator = model, generator
-        self.rate, self.maturity, self.decay = replacement_rate, maturity, decay
-        device = next(model.parameters()).device
-        self.consumers = [model.get_submodule(u.consumer) for u in model.units]
-        sizes = [model.get_submodule(u.conv).out_channels for u in model.units]
-        if not state:  # the first chunk with continual backprop: every unit new
-            state = {"utility": [torch.zeros(n) for n in sizes],
-                     "age": [torch.zeros(n, dtype=torch.long) for n in sizes], "pending": [0.0] * len(sizes)}
-        self.utility = [u.to(device) for u in state["utility"]]
-        self.age, self.pending = list(state["age"]), list(state["pending"])  # ages on the CPU: no device syncs
-        self.activity: list[torch.Tensor | None] = [None] * len(sizes)
-        self.touched: dict[str, torch.Tensor] = {}  # entries recycled at least once in this chunk
-        # training batches only, not the evaluations in between
-        self.handles = watch_activity(model, self._record, training_only=True)
-
-    def _record(self, i: int, activity: torch.Tensor, images: int) -> None:
-        self.activity[i] = activity
-
-    @torch.no_grad()
-    def after_step(self, optimizer) -> None:
-        for i, (units, consumer) in enumerate(zip(self.model.units, self.consumers)):
-            # mean |w| of each input channel of the next layer: the unit's outgoing weights
-            outgoing = consumer.weight.detach().abs().transpose(0, 1).flatten(1).mean(1)
-            self.utility[i].mul_(self.decay).add_(self.activity[i] * outgoing, alpha=1 - self.decay)
-            self.age[i] += 1
-            eligible = (self.age[i] > self.maturity).nonzero().flatten()
-            self.pending[i] += self.rate * len(eligible)
-            count = int(self.pending[i])
-            if count == 0:
-                continue
-            self.pending[i] -= count
-            unbiased = 1 - self.decay ** self.age[i][eligible].double()  # the running mean's start-up bias
-            device = self.utility[i].device
-            score = self.utility[i][eligible.to(device)] / unbiased.float().to(device)
-            index = eligible[score.topk(count, largest=False).indices.cpu()]
-            recycle(self.model, units, index, self.generator, optimizer.momentum_buffers(), self.touched)
-            self.utility[i][index.to(self.utility[i].device)] = 0.0
-            self.age[i][index] = 0
-
-    @property
-    def reset(self) -> Reset:
-        """The fraction of each tensor's entries recycled at least once so far in this chunk."""
-        return shares(self.touched)
-
-    def close(self) -> dict:
-        """Stop recording; return the state to carry into the next chunk."""
-        for handle in self.handles:
-            handle.remove()
-        return {"utility": [u.cpu() for u in self.utility], "age": self.age, "pending": self.pending}

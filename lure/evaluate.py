@@ -1,0 +1,97 @@
+"""A run's evaluation: its model after every chunk on the test set; for the last model,
+calibration (also after temperature scaling) and robustness to corruptions; the compute spent and
+the stability gap over its chunks, from what its training stages recorded."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from lure import paths
+from lure.checkpoints import load_checkpoint
+from lure.config import Params
+from lure.corruptions import names_for
+from lure.data import load_chunks, load_meta, load_test, replay
+from lure.device import pick_device, provenance
+from lure.errors import LureError
+from lure.metrics import anytime_summary, calibration, expected_calibration_error, fit_temperature, reliability
+from lure.models import model_for, predict
+from lure.robustness import corruption_metrics
+from lure.stability import stability_summary
+
+# What the evaluation copies, per chunk, from the training stages' metrics.
+TRAINING_KEYS = ("val_acc", "train_acc", "gen_gap", "reset_fraction", "updates", "images", "train_s")
+
+
+@dataclass
+class Evaluation:
+    result: dict  # final metrics, per chunk, robustness, provenance
+    reliability_csv: str  # the last model's reliability bins on the clean test set
+    summary: str
+
+
+def training_metrics(method: str, seed: int, n_chunks: int) -> list[dict]:
+    """What the learn and relearn stages of a run recorded, for chunks 1..n."""
+    files = [paths.learn_metrics(seed)] + [paths.relearn_metrics(method, seed, k) for k in range(2, n_chunks + 1)]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise LureError(f"missing training metrics {', '.join(missing)}: run the relearn stages first")
+    first, *rest = (json.loads(f.read_text()) for f in files)
+    return [first["chunk_1"], *rest]
+
+
+def evaluate(p: Params, method: str, seed: int) -> Evaluation:
+    p.check_method(method)
+    p.check_run_seed(seed)
+    device = pick_device(p.train.device)
+    meta = load_meta()
+    test = load_test().on(device)
+    trained = training_metrics(method, seed, p.n_chunks)
+    bins, batch = p.evaluate.ece_bins, p.evaluate.batch_size
+
+    def model_after(k: int) -> torch.nn.Module:
+        model = model_for(p.model, meta, device)
+        model.load_state_dict(load_checkpoint(paths.model(method, seed, k)).weights)
+        return model
+
+    per_chunk, test_acc, test_errors = {}, [], []
+    for k, t in enumerate(trained, start=1):
+        errors = int((predict(model_after(k), test, batch).argmax(1) != test.y).sum())
+        test_acc.append(1 - errors / len(test))
+        test_errors.append(errors)
+        per_chunk[f"chunk_{k}"] = {"test_acc": test_acc[-1], **{key: t[key] for key in TRAINING_KEYS if key in t},
+                                   **({"stability": t["stability"]} if "stability" in t else {})}
+
+    last = model_after(p.n_chunks)
+    logits = predict(last, test, batch)
+    val = replay(load_chunks(p.n_chunks), p.replay, p.seed).val.on(device)
+    temperature = fit_temperature(predict(last, val, batch), val.y)
+    final = {
+        **anytime_summary(test_acc, test_errors),
+        **{key: value for key, value in calibration(logits, test.y, bins).items() if key != "acc"},
+        "ece_ts": expected_calibration_error((logits.float() / temperature).softmax(1), test.y, bins),
+        "temperature": temperature,
+        # the mean share of the network's parameters the method reset at chunks 2..N
+        "reset_fraction": sum(t.get("reset_fraction", 0.0) for t in trained[1:]) / max(len(trained) - 1, 1),
+        "updates": sum(t["updates"] for t in trained),
+        "images": sum(t["images"] for t in trained),
+        "wall_s": round(sum(t["train_s"] + t.get("forget_s", 0.0) for t in trained), 3),  # forget + train
+        **stability_summary([t["stability"] for t in trained[1:] if "stability" in t]),
+    }
+    result = {"final": final, "chunks": per_chunk}
+    names = names_for(p.robustness.corruptions)
+    if names:
+        robustness = corruption_metrics(last, names, device, batch, bins)
+        final.update(mca=robustness["mca"], rel_robustness=robustness["relative"], ece_corrupt=robustness["ece"])
+        result["robustness"] = robustness
+    result["provenance"] = provenance(p.seed, seed, device)
+
+    b = reliability(logits.float().softmax(1), test.y, bins)
+    rows = [f"{(i + 0.5) / bins:.4f},{b.confidence[i]:.6f},{b.accuracy[i]:.6f},{int(b.count[i])}\n"
+            for i in range(bins) if b.count[i] > 0]
+    return Evaluation(result, "bin_centre,confidence,accuracy,count\n" + "".join(rows),
+                      f"{method} seed {seed}: final acc {final['final_acc']:.4f}, anytime {final['anytime_acc']:.4f}, "
+                      f"CER {final['cer']}, ECE {final['ece']:.4f} ({final['ece_ts']:.4f} at T={temperature:.2f})"
+                      + (f", corruption acc {final['mca']:.4f}" if names else ""))

@@ -1,0 +1,41 @@
+"""Chunk 1, learned once per run seed for every method: the run's initial model, and the model
+that every method's chain starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lure import streams
+from lure.checkpoints import Checkpoint, cpu_state
+from lure.config import Params
+from lure.data import load_chunks, load_meta, replay
+from lure.device import pick_device, provenance
+from lure.models import as_float, model_for, set_input_stats
+from lure.train import fit
+
+
+@dataclass
+class Learned:
+    initial: Checkpoint  # the weights before chunk 1: what scratch returns to
+    checkpoint: Checkpoint  # after chunk 1
+    metrics: dict
+    summary: str
+
+
+def learn(p: Params, seed: int) -> Learned:
+    """Draw run seed `seed`'s initial model and train it on chunk 1."""
+    p.check_run_seed(seed)
+    device = pick_device(p.train.device)
+    first = replay(load_chunks(1), p.replay, p.seed)
+    train, val = first.train.on(device), first.val.on(device)
+
+    torch.manual_seed(streams.initial_weights(seed))
+    model = model_for(p.model, load_meta(), device)
+    set_input_stats(model, as_float(train.x))  # statistics of the only data seen so far
+    initial = Checkpoint(cpu_state(model))
+    result = fit(model, train, val, p.train, streams.batch_order(seed, 1))
+    return Learned(initial, Checkpoint(cpu_state(model), result.momentum),
+                   {"chunk_1": result.metrics(), "provenance": provenance(p.seed, seed, device)},
+                   f"seed {seed}, chunk 1: val acc {result.val_acc:.4f} after {result.updates} updates on {device}")

@@ -1,0 +1,55 @@
+"""LURE's unlearn step (Ramkumar et al., TMLR 2023): re-initialise the weights of lowest SNIP
+saliency and keep the rest. Its defaults reproduce the official code (NeurAI-Lab/LURE); each of
+that code's quirks is an option."""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from lure.methods.base import Boundary, Reset
+from lure.methods.masks import Mask
+from lure.models import Network, as_float, first_batches
+
+
+class Lure(Mask):
+    """Re-initialise the lowest-SNIP fraction, s = |theta * sum over batches of |dCE/dtheta||, keep
+    the rest."""
+
+    kind: Literal["lure"] = "lure"
+    score_data: Literal["replay", "chunk"] = Field(
+        "replay", description="replay (official): the first images of the replay set in stored order, i.e. "
+                              "chunk 1's under full replay; chunk: the new chunk's (official -snip_no_replay)")
+    score_batches: int = Field(1, ge=1, description="batches scored (official: one)")
+    score_batch_size: int = Field(100, ge=1, description="images per scored batch (official: 100)")
+    score_mode: Literal["eval", "train"] = Field(
+        "eval", description="eval (official): BatchNorm uses its running statistics while scoring; train: batch "
+                            "statistics (the running statistics are left untouched either way)")
+
+    def forget(self, model: Network, boundary: Boundary) -> Reset:
+        images = boundary.replay if self.score_data == "replay" else boundary.new
+        batches = first_batches(images, self.score_batches, self.score_batch_size)
+        scores = snip_saliency(model, batches, self.scored(model), train_mode=self.score_mode == "train")
+        return self.reset_lowest(model, scores, boundary)
+
+
+def snip_saliency(
+    model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], names: list[str], train_mode: bool = False
+) -> dict[str, torch.Tensor]:
+    """SNIP connection sensitivity |g * theta| with g = sum over batches of |dCE/dtheta|.
+
+    Computed on a copy, so neither gradients nor BatchNorm running statistics of `model` change.
+    """
+    probe = copy.deepcopy(model).train(train_mode)
+    params = dict(probe.named_parameters())
+    tensors = [params[n] for n in names]
+    grads = [torch.zeros_like(t) for t in tensors]
+    for x, y in batches:
+        loss = F.cross_entropy(probe(as_float(x)), y)
+        for g, dg in zip(grads, torch.autograd.grad(loss, tensors)):
+            g += dg.abs()
+    return {n: (g * t.detach()).abs() for n, g, t in zip(names, grads, tensors)}

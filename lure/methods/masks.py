@@ -1,0 +1,58 @@
+"""Re-initialising the lowest-scoring fraction of the weights over one global threshold: LURE's
+mechanism, shared by its ablations, which differ in the score only (lure: SNIP |g * theta|;
+magnitude: |theta|; random_mask: at random)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from lure.config import Fraction
+from lure.methods.base import Boundary, Method, Reset
+from lure.methods.reinit import Reinit, reinit_where
+from lure.models import Network
+
+
+class Mask(Method):
+    fraction: Fraction = Field(0.2, description="the lowest-scoring fraction of the scored parameters, over one "
+                               "global threshold (official: snip_size 0.2)")
+    score_params: Literal["all", "weights"] = Field(
+        "all", description="all (official): every parameter competes for the threshold, BN scales and shifts and "
+                           "biases included, but only tensors named `weight` are reset, so slightly less than "
+                           "`fraction` is reset; weights: only `weight` tensors are scored, and exactly `fraction` "
+                           "of them is reset")
+    reinit: Reinit = Field(
+        "kaiming", description="kaiming (official): theta <- m * theta + (1 - m) * r, r ~ kaiming_uniform(a=sqrt(5)) "
+                               "with 1-D tensors drawn as (n, 1), so a reset BN scale becomes U(-1, 1); module: the "
+                               "value a freshly built model has (BN scale 1)")
+
+    def scored(self, model: Network) -> list[str]:
+        """The parameters that compete for the threshold."""
+        return [name for name, _ in model.named_parameters() if self.score_params == "all" or is_weight(name)]
+
+    def reset_lowest(self, model: Network, scores: dict[str, torch.Tensor], boundary: Boundary) -> Reset:
+        """Mark the lowest `fraction` of `scores` globally; re-initialise the marked entries of the
+        tensors named `weight` (as the official LURE code: marked biases and BN shifts are kept)."""
+        masks = lowest_fraction(scores, self.fraction)
+        return reinit_where(model, {name: m for name, m in masks.items() if is_weight(name)}, self.reinit, boundary)
+
+
+def is_weight(name: str) -> bool:
+    """Conv, linear and norm-layer scales: what the official code re-initialises."""
+    return name.endswith("weight")
+
+
+def lowest_fraction(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+    """Boolean masks marking the round(fraction * total) lowest scores over all tensors at once
+    (one global threshold); ties are broken by position, so the count is exact."""
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    k = round(fraction * flat.numel())
+    marked = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    marked[torch.sort(flat, stable=True).indices[:k]] = True
+    masks, start = {}, 0
+    for name, s in scores.items():
+        masks[name] = marked[start : start + s.numel()].view_as(s)
+        start += s.numel()
+    return masks

@@ -1,0 +1,139 @@
+"""When chunk k arrives: the method forgets (lure.methods), then the model relearns on chunk k
+under the replay mode (lure.train.fit), evaluated as it goes on held-out images of every chunk so
+far (the stability gap, lure.stability). One run seed drives the forgetting draws and the batch
+order; the data (replay reservoir, held-out images) follows `seed`, shared by all runs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lure import paths, streams
+from lure.checkpoints import Checkpoint, cpu_state, load_checkpoint
+from lure.config import Params
+from lure.data import Chunk, Images, load_chunks, load_meta, replay
+from lure.device import pick_device, provenance
+from lure.errors import LureError
+from lure.methods import Boundary, load_method
+from lure.models import Network, accuracy, model_for
+from lure.stability import Curves, gap_metrics
+from lure.train import Hook, Trainer, fit
+
+
+@dataclass
+class Relearned:
+    checkpoint: Checkpoint
+    curves: Curves  # the continual evaluation (empty when stability.every is 0)
+    metrics: dict
+    summary: str
+
+
+def relearn(p: Params, name: str, seed: int, k: int) -> Relearned:
+    """Chunk k arrives: method `name` forgets, then the model relearns on chunk k."""
+    method = load_method(p, name)
+    p.check_chunk(k)
+    p.check_run_seed(seed)
+    device = pick_device(p.train.device)
+    meta, chunks = load_meta(), load_chunks(k)
+    sets = replay(chunks, p.replay, p.seed)
+    train, val = sets.train.on(device), sets.val.on(device)
+
+    model = model_for(p.model, meta, device)
+    previous = load_checkpoint(paths.model(name, seed, k - 1))
+    model.load_state_dict(previous.weights)
+
+    def fresh_model() -> Network:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(streams.fresh_model(seed, k, name))
+            return model_for(p.model, meta, device)
+
+    initial = {key: value.to(device) for key, value in load_checkpoint(paths.init_model(seed)).weights.items()}
+    boundary = Boundary(initial=initial, fresh_model=fresh_model, replay=train, new=chunks[-1].train.on(device),
+                        generator=streams.forgetting(seed, k, name), run_generator=streams.run_split(seed, name),
+                        momentum=previous.momentum, state=previous.method_state)
+    probe = None
+    if p.stability.every:
+        probe = Probe(model, held_out(chunks, p.stability.samples, p.seed, device), p.stability.every)
+        probe.measure(0)  # before the method forgets
+
+    # Forget, then relearn with the method's hook (if any), the mitigations' and the probe.
+    start = time.perf_counter()
+    try:
+        reset = method.forget(model, boundary)
+    except LureError as err:  # a setting that does not fit the model, e.g. a layer name
+        raise LureError(f"methods.{name}.{err}") from None
+    forget_s = time.perf_counter() - start
+    during = method.relearning(model, boundary)
+    hooks: list[Hook] = ([during] if during else []) + method.mitigate.hooks(reset, train) + ([probe] if probe else [])
+    result = fit(model, train, val, p.train, streams.batch_order(seed, k), boundary.momentum, hooks)
+    if during:
+        reset = {**reset, **during.reset}
+
+    reset_total, reset_by_layer = reset_shares(model, reset)
+    curves = probe.curves if probe else Curves()
+    stability = gap_metrics(curves, k) if curves.steps else None
+    metrics = {
+        **result.metrics(),
+        "forget_s": round(forget_s, 3),
+        "reset_fraction": reset_total,
+        "reset_by_layer": reset_by_layer,
+        "reset": reset,
+        **({"stability": stability} if stability else {}),
+        "provenance": provenance(p.seed, seed, device),
+    }
+    gap = f", stability gap {stability['gap_depth']:.3f}" if stability else ""
+    return Relearned(
+        Checkpoint(cpu_state(model), result.momentum, during.state() if during else {}), curves, metrics,
+        f"{name} seed {seed} chunk {k}: reset {reset_total:.3f} of the weights, val acc {result.val_acc:.4f} "
+        f"after {result.updates} updates on {device}{gap}")
+
+
+def reset_shares(model: Network, reset: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """The share of all parameters reset, and of each of the architecture's layers (entries
+    weighted by count), from a method's per-tensor `reset`."""
+    sizes = {name: p.numel() for name, p in model.named_parameters()}
+
+    def share(names: list[str]) -> float:
+        return sum(reset.get(n, 0.0) * sizes[n] for n in names) / sum(sizes[n] for n in names)
+
+    by_layer = {layer: share([n for n in sizes if n.startswith(tuple(f"{path}." for path in module_paths))])
+                for layer, module_paths in model.layers.items()}
+    return share(list(sizes)), by_layer
+
+
+# --- the continual evaluation while a chunk is relearned -----------------------------------------
+
+
+def held_out(chunks: list[Chunk], samples: int, seed: int, device: torch.device) -> list[Images]:
+    """A fixed seeded subset of each chunk's validation images, the same in every run."""
+    subsets = []
+    for k, chunk in enumerate(chunks, start=1):
+        keep = streams.held_out(seed, k).permutation(len(chunk.val))[:samples]
+        subsets.append(chunk.val.take(np.sort(keep)).on(device))
+    return subsets
+
+
+class Probe(Hook):
+    """Evaluates `model` on the held-out images of the earlier chunks and of the new one (the last):
+    `measure(0)` before the method forgets, then, as a hook of the loop, before the first update
+    and every `every` updates."""
+
+    def __init__(self, model: nn.Module, held_out: list[Images], every: int) -> None:
+        self.model, self.old, self.new, self.every = model, held_out[:-1], held_out[-1], every
+        self.curves = Curves()
+
+    def measure(self, step: int) -> None:
+        correct = {i: accuracy(self.model, d) * len(d) for i, d in enumerate(self.old, start=1)}
+        self.curves.add(step, {i: c / len(self.old[i - 1]) for i, c in correct.items()},
+                        old=sum(correct.values()) / sum(len(d) for d in self.old), new=accuracy(self.model, self.new))
+
+    def before_fit(self, trainer: Trainer) -> None:
+        self.measure(0)
+
+    def after_step(self, trainer: Trainer) -> None:
+        if trainer.updates % self.every == 0:
+            self.measure(trainer.updates)
