@@ -3,11 +3,10 @@ itself runs with DVC (`dvc repro`); its stages are the modules in stages/."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from lure.errors import reports_errors
+from lure.config import PARAMS_FILE
+from lure.errors import ParamsFile, reports_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Learn, Unlearn, Relearn: compare warm start, scratch and LURE on chunked data.")
@@ -15,16 +14,16 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 @app.command()
 @reports_errors
-def check(params: Path = Path("params.yaml")) -> None:
+def check(params_file: ParamsFile = PARAMS_FILE) -> None:
     """Validate params.yaml, every method's section included, and print what `dvc repro` will train."""
     from lure.config import load_params
     from lure.methods import load_methods
     from lure.paths import stage_count
 
-    p = load_params(params)
+    p = load_params(params_file)
     methods = load_methods(p)
     data = p.data
-    print(f"{params}: valid")
+    print(f"{params_file}: valid")
     print(f"  data: {data.source}, {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}")
     print(f"  run seeds: {', '.join(map(str, p.seeds))} (every method runs once per seed)")
     print(f"  model: {p.model.arch}; replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {p.train.device}")
@@ -36,12 +35,12 @@ def check(params: Path = Path("params.yaml")) -> None:
 
 @app.command()
 @reports_errors
-def results(params: Path = Path("params.yaml")) -> None:
+def results(params_file: ParamsFile = PARAMS_FILE) -> None:
     """Print the comparison tables of the last `dvc repro` (from metrics/evaluate/)."""
     from lure.config import load_params
     from lure.report import load_evaluations, tables
 
-    p = load_params(params)
+    p = load_params(params_file)
     print(tables(load_evaluations(list(p.methods), p.seeds)))
 
 

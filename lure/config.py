@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from lure.errors import LureError
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PARAMS_FILE = "params.yaml"  # where stages and `lure` read the settings, relative to the project root
 
 
 class Strict(BaseModel):
@@ -198,7 +199,7 @@ class Params(Strict):
     robustness: RobustnessSettings = RobustnessSettings()
     stability: StabilitySettings = StabilitySettings()
 
-    _source: str = PrivateAttr("params.yaml")  # the file it was read from, for messages
+    _source: str = PrivateAttr(PARAMS_FILE)  # the file it was read from, for messages
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -287,7 +288,7 @@ def error_lines(err: ValidationError, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
     """Validate a parsed params mapping; raise LureError naming every bad key."""
     if not isinstance(raw, dict):
         raise LureError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
@@ -299,7 +300,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
         raise LureError(f"{path}: no such params file (run from the project root)")

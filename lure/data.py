@@ -61,6 +61,8 @@ class Source:
 
 @dataclass(frozen=True)
 class Chunk:
+    """A chunk's images: its training and validation splits."""
+
     train: Images
     val: Images
 
@@ -202,13 +204,13 @@ def class_chunk_indices(labels: np.ndarray, classes_per_chunk: int, chunk_size: 
     return np.sort(streams.pool(seed, k).permutation(members)[:chunk_size])
 
 
-def split_chunk(chunk: Images, val_fraction: float, k: int, seed: int) -> Chunk:
-    """Seeded per-chunk train/validation split (paper: 90/10)."""
-    n_val = max(1, round(val_fraction * len(chunk)))
-    if n_val >= len(chunk):
-        raise LureError(f"data.val_fraction: leaves no training images in a chunk of {len(chunk)}")
-    order = streams.validation(seed, k).permutation(len(chunk))
-    return Chunk(train=chunk.take(np.sort(order[n_val:])), val=chunk.take(np.sort(order[:n_val])))
+def split_chunk(images: Images, val_fraction: float, k: int, seed: int) -> Chunk:
+    """Chunk k's images, split seeded into training and validation (paper: 90/10)."""
+    n_val = max(1, round(val_fraction * len(images)))
+    if n_val >= len(images):
+        raise LureError(f"data.val_fraction: leaves no training images in a chunk of {len(images)}")
+    order = streams.validation(seed, k).permutation(len(images))
+    return Chunk(train=images.take(np.sort(order[n_val:])), val=images.take(np.sort(order[:n_val])))
 
 
 # --- the prepared folder (output of the prepare stage) ---------------------------------------

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+ParamsFile = Annotated[str, typer.Option("--params", help="the params file")]  # every stage's option
 
 
 class LureError(Exception):

@@ -10,14 +10,14 @@ import shutil
 import typer
 
 from lure import paths
-from lure.config import load_params
-from lure.errors import LureError, run_command
+from lure.config import PARAMS_FILE, load_params
+from lure.errors import LureError, ParamsFile, run_command
 from lure.io import atomic_path
 
 
 def main(method: str, seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
-         params: str = "params.yaml") -> None:
-    p = load_params(params)
+         params_file: ParamsFile = PARAMS_FILE) -> None:
+    p = load_params(params_file)
     p.check_method(method)
     p.check_run_seed(seed)
     first = paths.first_model(seed)

@@ -3,15 +3,15 @@
 import numpy as np
 
 from lure import paths
-from lure.config import load_params
+from lure.config import PARAMS_FILE, load_params
 from lure.corruptions import corrupted_copies, corrupted_test_set, names_for
 from lure.device import pick_device
-from lure.errors import run_command
+from lure.errors import ParamsFile, run_command
 from lure.io import atomic_dir, save_arrays
 
 
-def main(params: str = "params.yaml") -> None:
-    p = load_params(params)
+def main(params_file: ParamsFile = PARAMS_FILE) -> None:
+    p = load_params(params_file)
     device = pick_device(p.train.device)
     subset = corrupted_test_set(p)
     severities = np.asarray(p.robustness.severities)

@@ -4,15 +4,15 @@ last model, calibration and robustness to corruptions; the compute spent (lure.e
 import typer
 
 from lure import paths
-from lure.config import load_params
-from lure.errors import run_command
+from lure.config import PARAMS_FILE, load_params
+from lure.errors import ParamsFile, run_command
 from lure.evaluate import evaluate
 from lure.io import write_json, write_text
 
 
 def main(method: str, seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
-         params: str = "params.yaml") -> None:
-    evaluation = evaluate(load_params(params), method, seed)
+         params_file: ParamsFile = PARAMS_FILE) -> None:
+    evaluation = evaluate(load_params(params_file), method, seed)
     write_text(paths.reliability(method, seed), evaluation.reliability_csv)
     write_json(paths.evaluation(method, seed), evaluation.result)
     print(evaluation.summary)

@@ -5,15 +5,15 @@ import typer
 
 from lure import paths
 from lure.checkpoints import save_checkpoint
-from lure.config import load_params
-from lure.errors import run_command
+from lure.config import PARAMS_FILE, load_params
+from lure.errors import ParamsFile, run_command
 from lure.io import write_json
 from lure.learn import learn
 
 
 def main(seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
-         params: str = "params.yaml") -> None:
-    learned = learn(load_params(params), seed)
+         params_file: ParamsFile = PARAMS_FILE) -> None:
+    learned = learn(load_params(params_file), seed)
     save_checkpoint(paths.init_model(seed), learned.initial)
     save_checkpoint(paths.first_model(seed), learned.checkpoint)
     write_json(paths.learn_metrics(seed), learned.metrics)

@@ -1,12 +1,12 @@
 """Stage relearn: when chunk k arrives, one method forgets, then the model relearns on chunk k
-under the replay mode, evaluated as it goes on held-out images of every chunk so far (lure.run)."""
+under the replay mode, evaluated as it goes on held-out images of every chunk so far (lure.relearn)."""
 
 import typer
 
 from lure import paths
 from lure.checkpoints import save_checkpoint
-from lure.config import load_params
-from lure.errors import run_command
+from lure.config import PARAMS_FILE, load_params
+from lure.errors import ParamsFile, run_command
 from lure.io import write_json
 from lure.relearn import relearn
 from lure.stability import save_curves
@@ -14,8 +14,8 @@ from lure.stability import save_curves
 
 def main(method: str, k: int = typer.Argument(..., help="the chunk that arrives, 2 or more"),
          seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
-         params: str = "params.yaml") -> None:
-    relearned = relearn(load_params(params), method, seed, k)
+         params_file: ParamsFile = PARAMS_FILE) -> None:
+    relearned = relearn(load_params(params_file), method, seed, k)
     save_checkpoint(paths.model(method, seed, k), relearned.checkpoint)
     save_curves(relearned.curves, paths.stream_log(method, seed, k))
     write_json(paths.relearn_metrics(method, seed, k), relearned.metrics)

@@ -2,14 +2,14 @@
 and the plot data; lure.report)."""
 
 from lure import paths
-from lure.config import load_params
-from lure.errors import run_command
+from lure.config import PARAMS_FILE, load_params
+from lure.errors import ParamsFile, run_command
 from lure.io import write_json, write_text
 from lure.report import report
 
 
-def main(params: str = "params.yaml") -> None:
-    p = load_params(params)
+def main(params_file: ParamsFile = PARAMS_FILE) -> None:
+    p = load_params(params_file)
     result = report(list(p.methods), p.seeds)
     for path, text in result.plots.items():
         write_text(path, text)
