@@ -52,7 +52,7 @@ def sync(device: torch.device) -> None:
 def ours_train(model, images: Images, batch: int, steps: int, device, compile_: bool) -> float:
     settings = TrainSettings(batch_size=batch, lr=0.01, augment="crop_flip", compile=compile_)
     data = images.take(np.arange(batch * steps)).on(device)
-    trainer = Trainer(model, settings, device)
+    trainer = Trainer(model, settings, device, epoch_updates=steps)
     warm = Images(data.x[: batch * 2], data.y[: batch * 2])
     trainer.epoch(warm, torch.Generator().manual_seed(0))  # allocations, cuDNN choice, compilation
     sync(device)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from lure import streams
 from lure.config import Params
 from lure.data import load_test
+from lure.device import pick_device
 
 Tensor = torch.Tensor
 
@@ -416,21 +418,33 @@ def corrupt_images(x: Tensor, name: str, severity: int, seed: int, batch_size: i
                       for part in x.split(batch_size)])
 
 
-def corrupted_test_set(params: Params) -> dict[str, np.ndarray]:
-    """The test images that get corrupted (all, or a seeded subset of robustness.test_images):
-    their `index` in the test set, labels `y` and clean images `x`."""
+@dataclass
+class CorruptedSets:
+    """What the corrupt stage stores (lure.paths): the test images it corrupts, then, one
+    corruption at a time, their copies at every severity."""
+
+    subset: dict[str, np.ndarray]  # `index` in the test set, labels `y`, clean images `x`
+    copies: Iterator[tuple[str, dict[str, np.ndarray]]]  # per corruption: its name, `x` (S, N, C, H, W), `severities`
+    summary: str
+
+
+def corrupted_sets(params: Params) -> CorruptedSets:
+    """All of the test set, or a seeded subset of robustness.test_images, and its corrupted copies
+    (made lazily, on train.device)."""
+    r = params.robustness
+    device = pick_device(params.train.device)
     test = load_test()
     index = np.arange(len(test))
-    n = params.robustness.test_images
-    if n is not None and n < len(test):
-        index = np.sort(streams.test_subset(params.seed).permutation(len(test))[:n])
-    return {"index": index, "y": test.y[index], "x": test.x[index]}
+    if r.test_images is not None and r.test_images < len(test):
+        index = np.sort(streams.test_subset(params.seed).permutation(len(test))[: r.test_images])
+    subset = {"index": index, "y": test.y[index], "x": test.x[index]}
+    names = names_for(r.corruptions)
 
+    def copies() -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        x = torch.from_numpy(subset["x"]).to(device)
+        for name in names:
+            yield name, {"x": np.stack([corrupt_images(x, name, s, params.seed).cpu().numpy() for s in r.severities]),
+                         "severities": np.asarray(r.severities)}
 
-def corrupted_copies(params: Params, images: np.ndarray, device: torch.device) -> Iterator[tuple[str, np.ndarray]]:
-    """Per corruption of robustness.corruptions, its name and the copies of `images` (uint8) at
-    every severity, (severities, N, C, H, W), made on `device`; one corruption at a time."""
-    x = torch.from_numpy(images).to(device)
-    for name in names_for(params.robustness.corruptions):
-        yield name, np.stack([corrupt_images(x, name, s, params.seed).cpu().numpy()
-                              for s in params.robustness.severities])
+    return CorruptedSets(subset, copies(), f"{len(names)} corruptions x {len(r.severities)} severities of "
+                                           f"{len(index)} test images on {device}")

@@ -45,7 +45,7 @@ class Images:
     def on(self, device: torch.device) -> Images:
         import torch  # here, not at the top: preparing the data needs numpy only
 
-        return Images(torch.from_numpy(self.x).to(device), torch.from_numpy(self.y).to(device))
+        return Images(torch.as_tensor(self.x, device=device), torch.as_tensor(self.y, device=device))
 
     @staticmethod
     def concat(parts: list[Images]) -> Images:

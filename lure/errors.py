@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-ParamsFile = Annotated[str, typer.Option("--params", help="the params file")]  # every stage's option
+# The stages' command-line options (typer), one definition each.
+ParamsFile = Annotated[str, typer.Option("--params", help="the params file")]
+RunSeed = Annotated[int, typer.Option("--seed", help="run seed, one of `seeds` in the params file")]
 
 
 class LureError(Exception):

@@ -56,16 +56,16 @@ def evaluate(p: Params, method: str, seed: int) -> Evaluation:
         model.load_state_dict(load_checkpoint(paths.model(method, seed, k)).weights)
         return model
 
-    per_chunk, test_acc, test_errors = {}, [], []
-    for k, t in enumerate(trained, start=1):
-        errors = int((predict(model_after(k), test, batch).argmax(1) != test.y).sum())
-        test_acc.append(1 - errors / len(test))
-        test_errors.append(errors)
-        per_chunk[f"chunk_{k}"] = {"test_acc": test_acc[-1], **{key: t[key] for key in TRAINING_KEYS if key in t},
-                                   **({"stability": t["stability"]} if "stability" in t else {})}
+    test_logits = [predict(model_after(k), test, batch) for k in range(1, p.n_chunks + 1)]
+    test_errors = [int((logits.argmax(1) != test.y).sum()) for logits in test_logits]
+    test_acc = [1 - errors / len(test) for errors in test_errors]
+    per_chunk = {f"chunk_{k}": {"test_acc": acc, **{key: t[key] for key in TRAINING_KEYS if key in t},
+                                **({"stability": t["stability"]} if "stability" in t else {})}
+                 for k, (acc, t) in enumerate(zip(test_acc, trained), start=1)}
 
-    last = model_after(p.n_chunks)
-    logits = predict(last, test, batch)
+    # The last model: calibration on the test set (also after temperature scaling on its validation
+    # images) and robustness on the corrupted sets.
+    last, logits = model_after(p.n_chunks), test_logits[-1]
     val = replay(load_chunks(p.n_chunks), p.replay, p.seed).val.on(device)
     temperature = fit_temperature(predict(last, val, batch), val.y)
     final = {

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from lure import streams
 from lure.checkpoints import Checkpoint, cpu_state
 from lure.config import Params
@@ -31,8 +29,8 @@ def learn(p: Params, seed: int) -> Learned:
     first = replay(load_chunks(1), p.replay, p.seed)
     train, val = first.train.on(device), first.val.on(device)
 
-    torch.manual_seed(streams.initial_weights(seed))
-    model = model_for(p.model, load_meta(), device)
+    with streams.initial_weights(seed):
+        model = model_for(p.model, load_meta(), device)
     set_input_stats(model, as_float(train.x))  # statistics of the only data seen so far
     initial = Checkpoint(cpu_state(model))
     result = fit(model, train, val, p.train, streams.batch_order(seed, 1))

@@ -79,8 +79,9 @@ def relearn_metrics(method: str, seed: int, k: int) -> Path:
     return method_relearn_metrics(method, seed) / f"chunk_{k}.json"
 
 
-def stream_log(method: str, seed: int, k: int) -> Path:
-    """dvclive's log of the continual evaluation while chunk k is relearned."""
+def curves_log(method: str, seed: int, k: int) -> Path:
+    """dvclive's log of the continual evaluation (its curves) while chunk k is relearned. The folder
+    keeps its first name, metrics/stream, which users' scripts and caches know."""
     return _seed_dir(METRICS / "stream", seed) / method / f"chunk_{k}"
 
 
@@ -88,7 +89,7 @@ def evaluation(method: str, seed: int) -> Path:
     return _seed_dir(METRICS / "evaluate", seed) / f"{method}.json"
 
 
-def reliability(method: str, seed: int) -> Path:
+def reliability_bins(method: str, seed: int) -> Path:
     """The last model's reliability bins on the clean test set (pooled over seeds by the report)."""
     return _seed_dir(METRICS / "evaluate", seed) / f"{method}-reliability.csv"
 
@@ -102,9 +103,9 @@ def stage_outputs(stage: str, method: str = "", seed: int = 0, k: int = 0) -> li
         "prepare": lambda: [PREPARED],
         "learn": lambda: [init_model(seed), first_model(seed), learn_metrics(seed)],
         "branch": lambda: [model(method, seed, 1)],
-        "relearn": lambda: [model(method, seed, k), stream_log(method, seed, k), relearn_metrics(method, seed, k)],
+        "relearn": lambda: [model(method, seed, k), curves_log(method, seed, k), relearn_metrics(method, seed, k)],
         "corrupt": lambda: [CORRUPTED],
-        "evaluate": lambda: [evaluation(method, seed), reliability(method, seed)],
+        "evaluate": lambda: [evaluation(method, seed), reliability_bins(method, seed)],
         "report": lambda: [SUMMARY, ACCURACY_PLOT, CORRUPTION_PLOT, STABILITY_PLOT, RELIABILITY_PLOT],
     }[stage]()
 

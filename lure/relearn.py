@@ -47,8 +47,7 @@ def relearn(p: Params, name: str, seed: int, k: int) -> Relearned:
     model.load_state_dict(previous.weights)
 
     def fresh_model() -> Network:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(streams.fresh_model(seed, k, name))
+        with streams.fresh_model(seed, k, name):
             return model_for(p.model, meta, device)
 
     initial = {key: value.to(device) for key, value in load_checkpoint(paths.init_model(seed)).weights.items()}
@@ -60,15 +59,17 @@ def relearn(p: Params, name: str, seed: int, k: int) -> Relearned:
         probe = Probe(model, held_out(chunks, p.stability.samples, p.seed, device), p.stability.every)
         probe.measure(0)  # before the method forgets
 
-    # Forget, then relearn with the method's hook (if any), the mitigations' and the probe.
+    # Forget, then relearn with the method's hook (if any), the mitigations' and the probe, in that
+    # order: the probe measures what the others did at each step.
     start = time.perf_counter()
     try:
         reset = method.forget(model, boundary)
     except LureError as err:  # a setting that does not fit the model, e.g. a layer name
         raise LureError(f"methods.{name}.{err}") from None
-    forget_s = time.perf_counter() - start
+    method.mitigate.at_boundary(model, reset, train)
     during = method.relearning(model, boundary)
-    hooks: list[Hook] = ([during] if during else []) + method.mitigate.hooks(reset, train) + ([probe] if probe else [])
+    forget_s = time.perf_counter() - start
+    hooks: list[Hook] = ([during] if during else []) + method.mitigate.hooks() + ([probe] if probe else [])
     result = fit(model, train, val, p.train, streams.batch_order(seed, k), boundary.momentum, hooks)
     if during:
         reset = {**reset, **during.reset}

@@ -135,7 +135,7 @@ def stability_rows(evaluations: Evaluations) -> list[dict]:
         for chunk in evaluation["chunks"]:
             k = int(chunk.removeprefix("chunk_"))
             for data in ("old", "new"):
-                curve = read_curve(paths.stream_log(method, seed, k), data) if k > 1 else None
+                curve = read_curve(paths.curves_log(method, seed, k), data) if k > 1 else None
                 for i, (step, accuracy) in enumerate(curve or []):
                     rows.append({"method": method, "chunk": k, "i": i, "step": step, "data": data,
                                  "accuracy": accuracy})
@@ -152,7 +152,7 @@ def corruption_rows(evaluations: Evaluations) -> list[dict]:
 
 
 def read_reliability(method: str, seed: int) -> list[dict]:
-    path = paths.reliability(method, seed)
+    path = paths.reliability_bins(method, seed)
     if not path.is_file():
         raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
     lines = path.read_text().splitlines()

@@ -28,11 +28,10 @@ def corruption_metrics(model: nn.Module, names: tuple[str, ...], device: torch.d
     mean corruption accuracy (mca), its ratio to clean accuracy on the same images (relative),
     mean ECE under corruption (ece), and mean accuracy per severity (by_severity)."""
     subset = _load(paths.CORRUPTED / paths.SUBSET)
-    labels = torch.from_numpy(subset["y"]).to(device)
 
     def evaluate(images) -> dict[str, float]:
-        logits = predict(model, Images(torch.from_numpy(images).to(device), labels), batch_size)
-        return calibration(logits, labels, bins)
+        on_device = Images(images, subset["y"]).on(device)
+        return calibration(predict(model, on_device, batch_size), on_device.y, bins)
 
     clean = evaluate(subset["x"])["acc"]
     accuracy: dict[str, dict[str, float]] = {}

@@ -7,14 +7,23 @@ initial weights, the batch order and the forgetting draws.
 
 Each stream is named by a key of integers, the seed first, then a purpose number (below) and
 whatever else tells its draws apart (the chunk k, the method). The key goes through numpy's
-SeedSequence, so two keys give independent streams and a draw for one purpose never shifts
-another's. Data streams are numpy generators (the prepare stage needs no torch); training streams
-are torch CPU generators, so that a draw does not depend on the device that uses it.
+SeedSequence, so that a draw for one purpose never shifts another's. (SeedSequence reads a key
+without its trailing zeros: (s, 5) and (s, 5, 0) are one key. Data and training keys only meet
+that way across the two kinds of generator, numpy's for the data, so that the prepare stage needs
+no torch, and torch's CPU generators for training.)
+
+Every draw is made on the CPU and then moved to the device that uses it, so results do not depend
+on the device that made the draws. Building a model draws its initial weights from torch's global
+generator: `initial_weights` and `fresh_model` seed it for the draw and restore it afterwards.
+A few streams keep the derivations they were first written with (digits_split, test_subset,
+corruption), so that results stay the same.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -102,9 +111,18 @@ def corruption(seed: int, name: str, severity: int) -> torch.Generator:
 # --- a run's, from its run seed ----------------------------------------------------------------
 
 
-def initial_weights(run_seed: int) -> int:
-    """torch's global seed when the initial model is drawn."""
-    return run_seed
+@contextmanager
+def _global_torch_seed(seed: int) -> Iterator[None]:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def initial_weights(run_seed: int):
+    """Build the run's initial model inside this: its weights are drawn from the run seed."""
+    return _global_torch_seed(run_seed)
 
 
 def batch_order(run_seed: int, k: int) -> torch.Generator:
@@ -117,9 +135,9 @@ def forgetting(run_seed: int, k: int, method: str) -> torch.Generator:
     return _torch(run_seed, k, FORGETTING, method_number(method))
 
 
-def fresh_model(run_seed: int, k: int, method: str) -> int:
-    """torch's global seed while a method draws a freshly built model at chunk k."""
-    return _seed_of(run_seed, k, FRESH_MODEL, method_number(method))
+def fresh_model(run_seed: int, k: int, method: str):
+    """Build a method's freshly drawn model at chunk k inside this."""
+    return _global_torch_seed(_seed_of(run_seed, k, FRESH_MODEL, method_number(method)))
 
 
 def run_split(run_seed: int, method: str) -> torch.Generator:

@@ -98,9 +98,8 @@ class Hook:
 class Trainer:
     """One chunk's optimisation: the model, its SGD, its loss, and how batches reach it."""
 
-    def __init__(self, model: nn.Module, settings: TrainSettings, device: torch.device,
-                 momentum: dict[str, torch.Tensor] | None = None, hooks: Sequence[Hook] = (),
-                 updates_per_epoch: int = 0) -> None:
+    def __init__(self, model: nn.Module, settings: TrainSettings, device: torch.device, epoch_updates: int,
+                 momentum: dict[str, torch.Tensor] | None = None, hooks: Sequence[Hook] = ()) -> None:
         self.model, self.settings, self.hooks = model, settings, hooks
         self.bf16, self.channels_last = fast_path(settings, device)
         if self.channels_last:
@@ -111,7 +110,7 @@ class Trainer:
         self.loss = F.cross_entropy  # (logits, labels) -> loss; a hook may replace it
         self.lr = settings.lr  # the schedule's LR for this epoch
         self.updates = 0  # optimizer steps so far in this chunk
-        self.updates_per_epoch = updates_per_epoch  # steps in each of settings.epochs
+        self.epoch_updates = epoch_updates  # steps in each of settings.epochs
 
     def epoch(self, train: Images, generator: torch.Generator) -> tuple[int, int]:
         """One pass over `train` in a seeded order; returns (updates, images)."""
@@ -175,8 +174,8 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
     """Train `model` in place for one chunk, starting from the carried SGD `momentum` (if any);
     it ends holding the selected checkpoint. `generator` draws the batch order and augmentation."""
     start = time.perf_counter()
-    trainer = Trainer(model, settings, train.y.device, momentum, hooks,
-                      updates_per_epoch=updates_per_epoch(len(train), settings.batch_size))
+    trainer = Trainer(model, settings, train.y.device, updates_per_epoch(len(train), settings.batch_size), momentum,
+                      hooks)
     for hook in hooks:
         hook.before_fit(trainer)
     updates = images = 0

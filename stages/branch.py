@@ -7,16 +7,13 @@ is learned only once per seed.
 
 import shutil
 
-import typer
-
 from lure import paths
 from lure.config import PARAMS_FILE, load_params
-from lure.errors import LureError, ParamsFile, run_command
+from lure.errors import LureError, ParamsFile, RunSeed, run_command
 from lure.io import atomic_path
 
 
-def main(method: str, seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
-         params_file: ParamsFile = PARAMS_FILE) -> None:
+def main(method: str, seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
     p = load_params(params_file)
     p.check_method(method)
     p.check_run_seed(seed)

@@ -1,26 +1,19 @@
 """Stage corrupt: corrupted copies of the test set, once for every method (lure.corruptions)."""
 
-import numpy as np
-
 from lure import paths
 from lure.config import PARAMS_FILE, load_params
-from lure.corruptions import corrupted_copies, corrupted_test_set, names_for
-from lure.device import pick_device
+from lure.corruptions import corrupted_sets
 from lure.errors import ParamsFile, run_command
 from lure.io import atomic_dir, save_arrays
 
 
 def main(params_file: ParamsFile = PARAMS_FILE) -> None:
-    p = load_params(params_file)
-    device = pick_device(p.train.device)
-    subset = corrupted_test_set(p)
-    severities = np.asarray(p.robustness.severities)
+    sets = corrupted_sets(load_params(params_file))
     with atomic_dir(paths.CORRUPTED) as tmp:
-        save_arrays(tmp / paths.SUBSET, subset)
-        for name, copies in corrupted_copies(p, subset["x"], device):
-            save_arrays(tmp / paths.corrupted_file(name), {"x": copies, "severities": severities})
-    print(f"{len(names_for(p.robustness.corruptions))} corruptions x {len(severities)} severities of "
-          f"{len(subset['index'])} test images on {device}")
+        save_arrays(tmp / paths.SUBSET, sets.subset)
+        for name, arrays in sets.copies:
+            save_arrays(tmp / paths.corrupted_file(name), arrays)
+    print(sets.summary)
 
 
 if __name__ == "__main__":

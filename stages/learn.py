@@ -1,18 +1,15 @@
 """Stage learn: for one run seed, draw the initial model and train it on chunk 1; every method
 of that seed starts from here."""
 
-import typer
-
 from lure import paths
 from lure.checkpoints import save_checkpoint
 from lure.config import PARAMS_FILE, load_params
-from lure.errors import ParamsFile, run_command
+from lure.errors import ParamsFile, RunSeed, run_command
 from lure.io import write_json
 from lure.learn import learn
 
 
-def main(seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
-         params_file: ParamsFile = PARAMS_FILE) -> None:
+def main(seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
     learned = learn(load_params(params_file), seed)
     save_checkpoint(paths.init_model(seed), learned.initial)
     save_checkpoint(paths.first_model(seed), learned.checkpoint)

@@ -1,23 +1,24 @@
 """Stage relearn: when chunk k arrives, one method forgets, then the model relearns on chunk k
 under the replay mode, evaluated as it goes on held-out images of every chunk so far (lure.relearn)."""
 
+from typing import Annotated
+
 import typer
 
 from lure import paths
 from lure.checkpoints import save_checkpoint
 from lure.config import PARAMS_FILE, load_params
-from lure.errors import ParamsFile, run_command
+from lure.errors import ParamsFile, RunSeed, run_command
 from lure.io import write_json
 from lure.relearn import relearn
 from lure.stability import save_curves
 
 
-def main(method: str, k: int = typer.Argument(..., help="the chunk that arrives, 2 or more"),
-         seed: int = typer.Option(..., help="run seed, one of `seeds` in params.yaml"),
-         params_file: ParamsFile = PARAMS_FILE) -> None:
+def main(method: str, k: Annotated[int, typer.Argument(help="the chunk that arrives, 2 or more")],
+         seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
     relearned = relearn(load_params(params_file), method, seed, k)
     save_checkpoint(paths.model(method, seed, k), relearned.checkpoint)
-    save_curves(relearned.curves, paths.stream_log(method, seed, k))
+    save_curves(relearned.curves, paths.curves_log(method, seed, k))
     write_json(paths.relearn_metrics(method, seed, k), relearned.metrics)
     print(relearned.summary)
 

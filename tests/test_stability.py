@@ -12,7 +12,7 @@ from lure.methods import load_method
 from lure.methods.mitigations import SoftTargets, Warmup, class_mean_head
 from lure.models import small_cnn
 from lure.stability import Curves, gap_metrics, stability_summary
-from lure.train import Hook, Trainer
+from lure.train import Hook, fit
 
 
 def curves_of(steps, chunks: dict[int, list[float]], new: list[float]) -> Curves:
@@ -106,19 +106,15 @@ class RecordLR(Hook):
         self.lr.append(trainer.optimizer.lr)
 
 
-def test_warmup_ramps_the_learning_rate_linearly():
+def test_warmup_ramps_the_learning_rate_linearly_over_its_share_of_the_chunk():
     torch.manual_seed(0)
     model = small_cnn(1, 10, width=4)
     data = Images(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (64,)))
     seen = RecordLR()
-    # 0.125 of 4 epochs of 8 updates: 4 warm-up updates
-    hooks = [Warmup(0.125), seen]
-    trainer = Trainer(model, TrainSettings(batch_size=8, lr=0.4, epochs=4), torch.device("cpu"), hooks=hooks,
-                      updates_per_epoch=8)
-    for hook in hooks:
-        hook.before_fit(trainer)
-    trainer.epoch(data, torch.Generator().manual_seed(0))
-    assert seen.lr == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4])
+    # 2 epochs of 8 updates each; a warm-up over 0.25 of them: 4 updates, at lr / 4, 2 lr / 4, ...
+    settings = TrainSettings(batch_size=8, lr=0.4, epochs=2, lr_milestones=[], select="last")
+    fit(model, data, data, settings, torch.Generator().manual_seed(0), hooks=[Warmup(0.25), seen])
+    assert seen.lr == pytest.approx([0.1, 0.2, 0.3] + [0.4] * 13)
 
 
 def test_class_incremental_chunks_hold_their_classes_and_stay_put():
@@ -147,9 +143,7 @@ def test_mitigations_are_options_of_any_method(params_dict):
 def test_fresh_optimizer_trains_as_from_no_momentum():
     """A fit that carries momentum but asks for a fresh optimizer ends where a fit without carried
     momentum ends, weights and momentum alike; without the hook the carried momentum matters."""
-    from lure.config import TrainSettings
     from lure.methods.mitigations import FreshOptimizer
-    from lure.train import fit
     from tests.conftest import digits_images
 
     train, val = digits_images(0, 96), digits_images(96, 128)

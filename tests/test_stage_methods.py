@@ -8,7 +8,9 @@ import pytest
 import torch
 import yaml
 
+from lure import paths
 from lure.methods import METHODS
+from lure.stability import read_curve
 from tests.conftest import run_stage
 
 TINY = {
@@ -26,13 +28,18 @@ SETTINGS = {"continual_backprop": {"maturity": CHUNK_2_UPDATES, "replacement_rat
             "later_layers": {"from_layer": "layer2"}}
 
 
+# every mitigation at once, on a method that resets the head
+SGM = {"kind": "scratch", "mitigate": {"head_init": "class_means", "soft_targets": True, "fresh_optimizer": True,
+                                       "warmup": 0.3}}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Each method's relearn metrics for chunk 2 (and 3 for continual backprop), and the run directory."""
     from stages import branch, learn, prepare, relearn
 
     root = tmp_path_factory.mktemp("methods")
-    params = {**TINY, "methods": {kind: SETTINGS.get(kind, {}) for kind in METHODS}}
+    params = {**TINY, "methods": {kind: SETTINGS.get(kind, {}) for kind in METHODS} | {"scratch_sgm": SGM}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -93,3 +100,17 @@ def test_an_unknown_layer_name_is_refused_naming_the_key(runs, tmp_path):
     assert not (tmp_path / "metrics").exists()
 
 
+
+
+def test_mitigations_act_at_the_boundary_and_in_the_loop(runs):
+    """scratch with the mitigations: right after the boundary (the second point of the continual
+    evaluation) the class-mean head already classifies the new chunk, which plain scratch's random
+    head cannot; then the loop's hooks run through the chunk."""
+    metrics, root = runs
+
+    plain, sgm = (read_curve(root / paths.curves_log(method, 0, 2), "new") for method in ("scratch", "scratch_sgm"))
+    assert plain[1][0] == sgm[1][0] == 0  # after forgetting, before the first update
+    assert plain[1][1] < 0.3 < sgm[1][1]  # 10 classes: chance is 0.1
+    assert sgm[0] == plain[0]  # before forgetting both are the shared chunk-1 model
+    assert metrics["scratch_sgm"][2]["updates"] == CHUNK_2_UPDATES
+    assert metrics["scratch_sgm"][2]["reset"] == metrics["scratch"][2]["reset"]

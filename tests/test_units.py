@@ -98,7 +98,7 @@ def small_cbp(replacement_rate, maturity, decay):
     """A small CNN in training mode, a batch of digits, a trainer (its SGD) and continual backprop's
     hook on them, recording."""
     model = trained_like_model().train()
-    trainer = Trainer(model, TrainSettings(lr=0.01, momentum=0.9, weight_decay=0.0), torch.device("cpu"))
+    trainer = Trainer(model, TrainSettings(lr=0.01, momentum=0.9, weight_decay=0.0), torch.device("cpu"), 1)
     cbp = UnitReplacement(model, replacement_rate, maturity, decay, generator=torch.Generator().manual_seed(0),
                           state={})
     cbp.before_fit(trainer)

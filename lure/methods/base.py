@@ -49,7 +49,10 @@ class Boundary:
 class MethodHook(Hook):
     """A method's hook in the training loop, with what it did to report and carry."""
 
-    reset: Reset  # per tensor, the share of entries it reset during the chunk
+    @property
+    def reset(self) -> Reset:
+        """Per tensor, the share of its entries reset during the chunk."""
+        return {}
 
     def state(self) -> dict:
         """What to carry into the next chunk (saved in the checkpoint)."""
@@ -69,9 +72,12 @@ class Method(Strict):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        if "kind" not in cls.__annotations__:  # a shared base (Mask) or a subclass of a method: no new kind
+            return
         kind = cls.model_fields["kind"].default
-        if isinstance(kind, str):  # a method, not an intermediate base such as Mask
-            Method.registry[kind] = cls
+        if kind in Method.registry:
+            raise TypeError(f"method kind {kind!r} is declared twice: {Method.registry[kind]} and {cls}")
+        Method.registry[kind] = cls
 
     def forget(self, model: Network, boundary: Boundary) -> Reset:
         """When chunk k arrives: change `model` in place; return the share reset per tensor."""

@@ -1,6 +1,7 @@
-"""Stability-gap mitigations that any method can switch on (Harun & Kanan 2023, "SGM"), each a
-hook of the training loop: dynamic soft targets, a fresh optimizer, an LR warm-up, and a classifier
-head set from class means where the method reset the head."""
+"""Stability-gap mitigations that any method can switch on (Harun & Kanan 2023, "SGM"): a
+classifier head set from class means where the method reset the head, right after it forgets
+(`at_boundary`), then hooks of the training loop: dynamic soft targets, a fresh optimizer, an LR
+warm-up."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import Field
 
 from lure.config import Fraction, Strict
 from lure.data import Images
+from lure.models import as_float
 from lure.train import Hook, Trainer
 
 
@@ -28,11 +30,14 @@ class Mitigations(Strict):
                               "becomes the mean of the L2-normalised penultimate features of class c's training "
                               "images (no augmentation), bias 0")
 
-    def hooks(self, reset: dict[str, float], train: Images) -> list[Hook]:
-        """The hooks these settings ask for, given what the method reset and the training images."""
-        hooks: list[Hook] = []
+    def at_boundary(self, model: torch.nn.Module, reset: dict[str, float], train: Images) -> None:
+        """Right after the method forgets: a class-mean head where it reset the whole head."""
         if self.head_init == "class_means" and reset.get("head.weight") == 1.0:
-            hooks.append(ClassMeanHead(train))
+            class_mean_head(model, train.x, train.y)
+
+    def hooks(self) -> list[Hook]:
+        """The hooks of the training loop these settings ask for."""
+        hooks: list[Hook] = []
         if self.fresh_optimizer:
             hooks.append(FreshOptimizer())
         if self.soft_targets:
@@ -40,14 +45,6 @@ class Mitigations(Strict):
         if self.warmup:
             hooks.append(Warmup(self.warmup))
         return hooks
-
-
-class ClassMeanHead(Hook):
-    def __init__(self, train: Images) -> None:
-        self.train = train
-
-    def before_fit(self, trainer: Trainer) -> None:
-        class_mean_head(trainer.model, self.train.x, self.train.y)
 
 
 class FreshOptimizer(Hook):
@@ -63,7 +60,7 @@ class Warmup(Hook):
         self.fraction, self.updates = fraction, 0
 
     def before_fit(self, trainer: Trainer) -> None:
-        self.updates = round(self.fraction * trainer.settings.epochs * trainer.updates_per_epoch)
+        self.updates = round(self.fraction * trainer.settings.epochs * trainer.epoch_updates)
 
     def before_step(self, trainer: Trainer) -> None:
         if trainer.updates < self.updates:
@@ -118,7 +115,7 @@ def class_mean_head(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ba
     Returns the classes set."""
     was_training = model.training
     model.eval()
-    features = torch.cat([F.normalize(model.body(model.normalize(part.float() / 255)), dim=1)
+    features = torch.cat([F.normalize(model.body(model.normalize(as_float(part))), dim=1)
                           for part in x.split(batch_size)])
     model.train(was_training)
     head = model.head
