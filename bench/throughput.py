@@ -3,6 +3,7 @@ plain baseline loop in the same run.
 
     uv run python bench/throughput.py                       # CPU here, CUDA where there is one
     uv run python bench/throughput.py --configs resnet18:64,resnet18:512 --steps 50
+    uv run python bench/throughput.py --no-deterministic --compile --no-baseline   # the fast path alone
 
 Ours: the pipeline's Trainer (data resident on the device as uint8, crop + flip on the device in
 batches, bf16 autocast and channels_last on CUDA) and predict() at a large batch.
@@ -10,7 +11,9 @@ Baseline: as the official LURE code trains: torchvision-style dataset (uint8 arr
 -> RandomCrop(32, 4) -> RandomHorizontalFlip -> ToTensor -> Normalize, per image), DataLoader,
 fp32, torch.optim.SGD.
 Data: CIFAR-10 from an ImageFolder copy (default ../shared/data/cifar10), or random images with
---synthetic. Writes bench/results/throughput-<device>.json.
+--synthetic; a training run cycles through them as often as its steps need. The device is set up
+as the stages set it up (lure.device.pick_device, --deterministic or not). Writes
+bench/results/throughput-<device>.json, or --out.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 
 from lure.config import ModelSettings, TrainSettings
 from lure.data import Images, load_source
+from lure.device import pick_device
 from lure.models import build_model, predict
 from lure.train import Trainer
 
@@ -51,7 +55,7 @@ def sync(device: torch.device) -> None:
 
 def ours_train(model, images: Images, batch: int, steps: int, device, compile_: bool) -> float:
     settings = TrainSettings(batch_size=batch, lr=0.01, augment="crop_flip", compile=compile_)
-    data = images.take(np.arange(batch * steps)).on(device)
+    data = images.take(np.arange(batch * steps) % len(images)).on(device)
     trainer = Trainer(model, settings, device, epoch_updates=steps)
     warm = Images(data.x[: batch * 2], data.y[: batch * 2])
     trainer.epoch(warm, torch.Generator().manual_seed(0))  # allocations, cuDNN choice, compilation
@@ -62,14 +66,17 @@ def ours_train(model, images: Images, batch: int, steps: int, device, compile_: 
     return seen / (time.perf_counter() - start)
 
 
-def ours_eval(model, images: Images, device) -> float:
+def ours_eval(model, images: Images, device, at_least: int) -> float:
+    """predict() at batch 1000 over the images, as many passes as make `at_least` images."""
     data = images.on(device)
     predict(model, Images(data.x[:1000], data.y[:1000]), 1000)
     sync(device)
+    passes = -(-at_least // len(data))
     start = time.perf_counter()
-    predict(model, data, 1000)
+    for _ in range(passes):
+        predict(model, data, 1000)
     sync(device)
-    return len(data) / (time.perf_counter() - start)
+    return passes * len(data) / (time.perf_counter() - start)
 
 
 class BaselineDataset(torch.utils.data.Dataset):
@@ -96,7 +103,8 @@ class BaselineDataset(torch.utils.data.Dataset):
 def baseline_train(model, images: Images, batch: int, steps: int, device, workers: int) -> float:
     model.normalize.mean.zero_()  # the baseline normalises in its transforms
     model.normalize.std.fill_(1)
-    dataset = BaselineDataset(images.take(np.arange(batch * (steps + 2))), (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
+    dataset = BaselineDataset(images.take(np.arange(batch * (steps + 2)) % len(images)), (0.49, 0.48, 0.45),
+                              (0.25, 0.24, 0.26))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda", drop_last=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -128,34 +136,43 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true", help="random images instead of CIFAR-10")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="baseline DataLoader workers")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                        help="train.deterministic (CUDA: deterministic algorithms, or cuDNN's benchmark mode)")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the baseline loop")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/throughput-<device>.json")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = pick_device(TrainSettings(device=args.device, deterministic=args.deterministic))
     images = load_images(args)
     rows = []
     for config in args.configs.split(","):
         arch, batch = config.split(":")[0], int(config.split(":")[1])
-        steps = min(args.steps, len(images) // batch - 2)
-        if steps < 1:
-            continue
-        torch.manual_seed(0)
-        ours = ours_train(build_model(ModelSettings(arch=arch), 3, 10).to(device), images, batch, steps, device, args.compile)
-        torch.manual_seed(0)
-        base = baseline_train(build_model(ModelSettings(arch=arch), 3, 10).to(device), images, batch, steps, device, args.workers)
-        evaluation = ours_eval(build_model(ModelSettings(arch=arch), 3, 10).to(device).eval(), images, device)
-        rows.append({"model": arch, "batch": batch, "steps": steps, "train_img_s": round(ours),
-                     "baseline_train_img_s": round(base), "speedup": round(ours / base, 2),
-                     "eval_img_s": round(evaluation)})
-        print(f"{arch:10s} batch {batch:4d}: train {ours:9.0f} img/s, baseline {base:9.0f} img/s "
-              f"(x{ours / base:.2f}), eval {evaluation:9.0f} img/s", flush=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
+        steps = args.steps
+
+        def model():
+            torch.manual_seed(0)
+            return build_model(ModelSettings(arch=arch), 3, 10).to(device)
+
+        row = {"model": arch, "batch": batch, "steps": steps,
+               "train_img_s": round(ours_train(model(), images, batch, steps, device, args.compile))}
+        if args.baseline:
+            base = baseline_train(model(), images, batch, steps, device, args.workers)
+            row |= {"baseline_train_img_s": round(base), "speedup": round(row["train_img_s"] / base, 2)}
+        row["eval_img_s"] = round(ours_eval(model().eval(), images, device, at_least=4 * len(images)))
+        rows.append(row)
+        print(f"{arch:10s} batch {batch:4d}: train {row['train_img_s']:9d} img/s"
+              + (f", baseline {row['baseline_train_img_s']:9d} img/s (x{row['speedup']:.2f})" if args.baseline else "")
+              + f", eval {row['eval_img_s']:9d} img/s", flush=True)
+    cpu = f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     result = {"device": name, "commit": commit, "torch": torch.__version__, "python": platform.python_version(),
               "data": "synthetic" if args.synthetic else "cifar10", "compile": args.compile,
-              "baseline_workers": args.workers, "rows": rows}
-    out = ROOT / "bench" / "results" / f"throughput-{device.type}.json"
+              "deterministic": args.deterministic, "baseline_workers": args.workers, "rows": rows}
+    out = args.out or ROOT / "bench" / "results" / f"throughput-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{name}; torch {torch.__version__}; wrote {out.relative_to(ROOT)}")
+    print(f"{name}; torch {torch.__version__}; wrote {out}")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,9 @@ class TrainSettings(Strict):
     """SGD with momentum and weight decay, on a step schedule that restarts at every chunk."""
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU")
+    deterministic: bool = Field(True, description="CUDA: deterministic algorithms, cuDNN's included, so that the "
+                                "same seed on the same GPU gives the same results; false: cuDNN's benchmark mode, "
+                                "faster, with results that may vary in their last bits (recorded in provenance)")
     epochs: int = Field(30, ge=1, description="epochs per chunk")
     batch_size: int = Field(32, ge=2, description="images per update")
     lr: float = Field(0.05, gt=0.0, description="learning rate at the start of every chunk")

@@ -432,7 +432,7 @@ def corrupted_sets(params: Params) -> CorruptedSets:
     """All of the test set, or a seeded subset of robustness.test_images, and its corrupted copies
     (made lazily, on train.device)."""
     r = params.robustness
-    device = pick_device(params.train.device)
+    device = pick_device(params.train)
     test = load_test()
     index = np.arange(len(test))
     if r.test_images is not None and r.test_images < len(test):

@@ -8,25 +8,34 @@ import platform
 import torch
 
 from lure import __version__
+from lure.config import Params, TrainSettings
 from lure.errors import LureError
 
 
-def pick_device(choice: str) -> torch.device:
-    """train.device: auto (CUDA when available), cpu or cuda. On CUDA, ask PyTorch for
-    deterministic algorithms (cuDNN included): same seed, same GPU, same results."""
+def pick_device(settings: TrainSettings) -> torch.device:
+    """train.device: auto (CUDA when available), cpu or cuda. On CUDA, train.deterministic asks
+    PyTorch for deterministic algorithms, cuDNN's included (same seed, same GPU, same results);
+    off, cuDNN picks the fastest algorithm for each shape (benchmark mode) and results may vary
+    in their last bits from run to run."""
+    choice = settings.device
     if choice == "cuda" and not torch.cuda.is_available():
         raise LureError("train.device: cuda was asked for but no CUDA device is available (use auto or cpu)")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if settings.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS's first use
+        torch.backends.cudnn.deterministic = settings.deterministic
+        torch.backends.cudnn.benchmark = not settings.deterministic
+        torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)
     return torch.device(choice)
 
 
-def provenance(seed: int, run_seed: int, device: torch.device) -> dict[str, str | int]:
-    """Recorded beside every metric: the data's seed, the device and versions, and the run seed."""
-    return {"seed": seed, "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "lure": __version__, "run_seed": run_seed}
+def provenance(params: Params, run_seed: int | None, device: torch.device) -> dict[str, str | int | bool]:
+    """Recorded beside every metric: the data's seed, the device and versions, the run seed."""
+    record = {"seed": params.seed, "device": str(device), "torch": torch.__version__,
+              "python": platform.python_version(), "lure": __version__, "run_seed": run_seed,
+              "deterministic": params.train.deterministic}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record

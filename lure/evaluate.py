@@ -45,7 +45,7 @@ def training_metrics(method: str, seed: int, n_chunks: int) -> list[dict]:
 def evaluate(p: Params, method: str, seed: int) -> Evaluation:
     p.check_method(method)
     p.check_run_seed(seed)
-    device = pick_device(p.train.device)
+    device = pick_device(p.train)
     meta = load_meta()
     test = load_test().on(device)
     trained = training_metrics(method, seed, p.n_chunks)
@@ -86,7 +86,7 @@ def evaluate(p: Params, method: str, seed: int) -> Evaluation:
         robustness = corruption_metrics(last, names, device, batch, bins)
         final.update(mca=robustness["mca"], rel_robustness=robustness["relative"], ece_corrupt=robustness["ece"])
         result["robustness"] = robustness
-    result["provenance"] = provenance(p.seed, seed, device)
+    result["provenance"] = provenance(p, seed, device)
 
     b = reliability(logits.float().softmax(1), test.y, bins)
     rows = [f"{(i + 0.5) / bins:.4f},{b.confidence[i]:.6f},{b.accuracy[i]:.6f},{int(b.count[i])}\n"

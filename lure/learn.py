@@ -25,7 +25,7 @@ class Learned:
 def learn(p: Params, seed: int) -> Learned:
     """Draw run seed `seed`'s initial model and train it on chunk 1."""
     p.check_run_seed(seed)
-    device = pick_device(p.train.device)
+    device = pick_device(p.train)
     first = replay(load_chunks(1), p.replay, p.seed)
     train, val = first.train.on(device), first.val.on(device)
 
@@ -35,5 +35,5 @@ def learn(p: Params, seed: int) -> Learned:
     initial = Checkpoint(cpu_state(model))
     result = fit(model, train, val, p.train, streams.batch_order(seed, 1))
     return Learned(initial, Checkpoint(cpu_state(model), result.momentum),
-                   {"chunk_1": result.metrics(), "provenance": provenance(p.seed, seed, device)},
+                   {"chunk_1": result.metrics(), "provenance": provenance(p, seed, device)},
                    f"seed {seed}, chunk 1: val acc {result.val_acc:.4f} after {result.updates} updates on {device}")

@@ -145,7 +145,8 @@ def predict(model: nn.Module, images: Images, batch_size: int = 1000) -> torch.T
     """Logits for every image, in eval mode (the model's mode is restored)."""
     was_training = model.training
     model.eval()
-    logits = torch.cat([model(as_float(x)) for x in images.x.split(batch_size)]) if len(images) else torch.empty(0)
+    logits = torch.cat([model(as_float(x)) for x in images.x.split(batch_size)]) if len(images) else \
+        torch.empty(0, device=images.x.device)
     model.train(was_training)
     return logits
 

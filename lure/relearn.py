@@ -37,7 +37,7 @@ def relearn(p: Params, name: str, seed: int, k: int) -> Relearned:
     method = load_method(p, name)
     p.check_chunk(k)
     p.check_run_seed(seed)
-    device = pick_device(p.train.device)
+    device = pick_device(p.train)
     meta, chunks = load_meta(), load_chunks(k)
     sets = replay(chunks, p.replay, p.seed)
     train, val = sets.train.on(device), sets.val.on(device)
@@ -84,7 +84,7 @@ def relearn(p: Params, name: str, seed: int, k: int) -> Relearned:
         "reset_by_layer": reset_by_layer,
         "reset": reset,
         **({"stability": stability} if stability else {}),
-        "provenance": provenance(p.seed, seed, device),
+        "provenance": provenance(p, seed, device),
     }
     gap = f", stability gap {stability['gap_depth']:.3f}" if stability else ""
     return Relearned(

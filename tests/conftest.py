@@ -14,6 +14,21 @@ needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no off
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+def _devices() -> list:
+    import torch
+
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.fixture(params=_devices())
+def device(request):
+    """Every device this machine has: the CPU always, CUDA where there is one. The tests that take
+    it are the GPU test suite when run on a GPU machine (pytest -k cuda)."""
+    import torch
+
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def params_dict() -> dict:
     """The shipped params.yaml, as a fresh mapping to edit."""

@@ -42,14 +42,19 @@ def snip_saliency(
 ) -> dict[str, torch.Tensor]:
     """SNIP connection sensitivity |g * theta| with g = sum over batches of |dCE/dtheta|.
 
-    Computed on a copy, so neither gradients nor BatchNorm running statistics of `model` change.
+    Computed on a copy, so neither gradients nor BatchNorm running statistics of `model` change,
+    in fp32 and the default memory layout whatever the training used (bf16 autocast,
+    channels_last), so that the mask does not depend on them.
     """
-    probe = copy.deepcopy(model).train(train_mode)
+    probe = copy.deepcopy(model).train(train_mode).to(memory_format=torch.contiguous_format)
     params = dict(probe.named_parameters())
     tensors = [params[n] for n in names]
     grads = [torch.zeros_like(t) for t in tensors]
+    device_type = tensors[0].device.type if tensors else "cpu"
     for x, y in batches:
-        loss = F.cross_entropy(probe(as_float(x)), y)
-        for g, dg in zip(grads, torch.autograd.grad(loss, tensors)):
-            g += dg.abs()
+        # fp32 whatever autocast the caller runs under, for the backward pass too (it follows the caller's)
+        with torch.autocast(device_type, enabled=False):
+            loss = F.cross_entropy(probe(as_float(x)), y)
+            for g, dg in zip(grads, torch.autograd.grad(loss, tensors)):
+                g += dg.abs()
     return {n: (g * t.detach()).abs() for n, g, t in zip(names, grads, tensors)}

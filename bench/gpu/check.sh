@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The device check's one command, on the GPU machine, from the repository root, with .gpu/ carried
+# (bench/gpu/check.py pack made it here): install the wheels beside the image's packages, then run
+# every part. Results go to $OUT (results.json and the logs).
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .gpu/wheels/*.whl || exit
+mkdir -p /tmp/bin && ln -sf "$(command -v python3)" /tmp/bin/python   # dvc.yaml's stages run `python`
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1 PATH="/tmp/bin:/tmp/site/bin:$PATH"
+python3 -c "import dvc, dvclive, pydantic, lure.cli; print('packages: dvc', dvc.__version__)" || exit
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+exec python3 bench/gpu/check.py run --out "${OUT:-/tmp/lure-gpu-check-out}" "$@"
