@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lure.errors import LureError
-from lure.io import write_bytes
+from lure.io import unreadable, write_bytes
 
 
 @dataclass
@@ -38,5 +38,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise LureError(f"{path} is missing: run the stage that writes it (dvc repro)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return Checkpoint(state["model"], state["momentum"], state.get("method_state", {}))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return Checkpoint(state["model"], state["momentum"], state.get("method_state", {}))
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as err:  # torch raises many kinds
+        raise unreadable(path, err) from None

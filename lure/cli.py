@@ -8,25 +8,34 @@ import typer
 from lure.config import PARAMS_FILE
 from lure.errors import ParamsFile, reports_errors
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Learn, Unlearn, Relearn: compare warm start, scratch and LURE on chunked data.")
 
 
 @app.command()
 @reports_errors
-def check(params_file: ParamsFile = PARAMS_FILE) -> None:
-    """Validate params.yaml, every method's section included, and print what `dvc repro` will train."""
+def check(params_file: ParamsFile = PARAMS_FILE,
+          with_data: bool = typer.Option(False, "--data", help="also read the data: do the chunks fit in it?")) -> None:
+    """Check params.yaml without training: every key and method, the data folder, the device; with
+    --data, the chunks against the data itself. Print what `dvc repro` will train."""
     from lure.config import load_params
+    from lure.data import check_chunks, check_source, load_source
+    from lure.device import pick_device
     from lure.methods import load_methods
     from lure.paths import stage_count
 
     p = load_params(params_file)
     methods = load_methods(p)
+    where = check_source(p.data)
+    device = pick_device(p.train)
+    if with_data:
+        check_chunks(p, load_source(p.data, p.seed).pool)
     data = p.data
     print(f"{params_file}: valid")
-    print(f"  data: {data.source}, {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}")
+    print(f"  data: {data.source}, {where}; {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}; "
+          + ("they fit in the data" if with_data else "whether they fit needs the data: uv run lure check --data"))
     print(f"  run seeds: {', '.join(map(str, p.seeds))} (every method runs once per seed)")
-    print(f"  model: {p.model.arch}; replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {p.train.device}")
+    print(f"  model: {p.model.arch}; replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {device}")
     print(f"  methods: {', '.join(f'{name} ({m.kind})' for name, m in methods.items())}")
     relearn = len(p.chunks) * len(p.methods) * len(p.seeds)
     print(f"  stages per method and seed: chunks 2..{p.n_chunks} ({relearn} relearn stages in all)")
@@ -35,13 +44,18 @@ def check(params_file: ParamsFile = PARAMS_FILE) -> None:
 
 @app.command()
 @reports_errors
-def results(params_file: ParamsFile = PARAMS_FILE) -> None:
+def results(params_file: ParamsFile = PARAMS_FILE,
+            every_column: bool = typer.Option(False, "--all", help="every column, not the compact table")) -> None:
     """Print the comparison tables of the last `dvc repro` (from metrics/evaluate/)."""
+    from lure import paths
     from lure.config import load_params
-    from lure.report import load_evaluations, tables
+    from lure.io import read_json
+    from lure.report import COLUMNS, COMPACT, load_evaluations, tables
 
     p = load_params(params_file)
-    print(tables(load_evaluations(list(p.methods), p.seeds)))
+    timing = read_json(paths.TIMING) if paths.TIMING.is_file() else None
+    print(tables(load_evaluations(list(p.methods), p.seeds), COLUMNS if every_column else COMPACT + ("wall_s",),
+                 timing))
 
 
 @app.command(name="params")

@@ -275,15 +275,17 @@ class Params(Strict):
 def error_lines(err: ValidationError, prefix: str = "") -> str:
     """One line per error, naming the key (`methods.lure.fraction`), without the union tag that
     pydantic inserts (data.digits.chunk_size)."""
-    tags = {tag for cls in DATA_SOURCES for tag in typing.get_args(cls.model_fields["source"].annotation)}
+    owners = {tag: cls for cls in DATA_SOURCES for tag in typing.get_args(cls.model_fields["source"].annotation)}
     lines = []
     for e in err.errors():
         parts = [*filter(None, prefix.split(".")), *map(str, e["loc"])]
-        if len(parts) > 2 and parts[0] == "data" and parts[1] in tags:
-            del parts[1]
+        source = parts.pop(1) if len(parts) > 2 and parts[0] == "data" and parts[1] in owners else None
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             message = "unknown key"
+            others = [tag for tag, cls in owners.items() if parts[-1] in cls.model_fields and tag != source]
+            if source and others and len(parts) == 2:  # a key of another data source, e.g. after switching
+                message = f"a key of the {' and '.join(others)} source only, not of {source}"
         elif e["type"] == "missing":
             message = "required key is missing"
         got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e['input']!r})"
@@ -293,8 +295,12 @@ def error_lines(err: ValidationError, prefix: str = "") -> str:
 
 def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
     """Validate a parsed params mapping; raise LureError naming every bad key."""
+    if raw is None:
+        raise LureError(f"{source} is empty: start from the shipped params.yaml or a file of presets/ "
+                        f"(`uv run lure params` describes every setting)")
     if not isinstance(raw, dict):
-        raise LureError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
+        kind = {list: "a list", str: "a single value", int: "a number", float: "a number"}.get(type(raw), "no mapping")
+        raise LureError(f"{source} must be a mapping of sections (seed:, data:, ...), but it is {kind}")
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:

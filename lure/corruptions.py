@@ -446,5 +446,6 @@ def corrupted_sets(params: Params) -> CorruptedSets:
             yield name, {"x": np.stack([corrupt_images(x, name, s, params.seed).cpu().numpy() for s in r.severities]),
                          "severities": np.asarray(r.severities)}
 
-    return CorruptedSets(subset, copies(), f"{len(names)} corruptions x {len(r.severities)} severities of "
-                                           f"{len(index)} test images on {device}")
+    summary = f"{len(names)} corruptions x {len(r.severities)} severities of {len(index)} test images on {device}" \
+        if names else f"no corruptions (robustness.corruptions: none): the {len(index)} clean test images alone"
+    return CorruptedSets(subset, copies(), summary)

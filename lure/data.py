@@ -10,7 +10,6 @@ ones and leaves the earlier ones byte-identical.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ import numpy as np
 from lure import paths, streams
 from lure.config import DataSource, DigitsData, ImageFolderData, Params, ReplaySettings, TorchvisionData
 from lure.errors import LureError
-from lure.io import atomic_dir, load_arrays, md5, save_arrays, write_json
+from lure.io import atomic_dir, load_arrays, md5, read_json, save_arrays, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -106,12 +105,16 @@ def _load_digits(data: DigitsData, seed: int) -> Source:
     return Source(Images(x_pool, y_pool), Images(x_test, y_test), [str(c) for c in digits.target_names])
 
 
-def _load_imagefolder(root: Path) -> Source:
+def _check_image_folder(root: Path, key: str = "data.path") -> None:
     if not root.is_dir():
-        raise LureError(f"data.path: {root} is not a directory (expected train/<class>/* and test/<class>/*)")
+        raise LureError(f"{key}: {root} is not a directory (expected train/<class>/* and test/<class>/*)")
     for part in ("train", "test"):
         if not (root / part).is_dir():
-            raise LureError(f"data.path: {root / part} is missing (expected train/<class>/* and test/<class>/*)")
+            raise LureError(f"{key}: {root / part} is missing (expected train/<class>/* and test/<class>/*)")
+
+
+def _load_imagefolder(root: Path) -> Source:
+    _check_image_folder(root)
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if len(classes) < 2:
         raise LureError(f"data.path: {root / 'train'} needs at least two class folders, found {len(classes)}")
@@ -136,17 +139,46 @@ def _load_torchvision(data: TorchvisionData) -> Source:
     from torchvision import datasets
 
     dataset_class = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[data.source]
-    folder, what = TORCHVISION_LAYOUT[data.source]
     try:
         train = dataset_class(str(root), train=True, download=data.download)
         test = dataset_class(str(root), train=False, download=data.download)
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError... when absent
         tried = "the download failed" if data.download else "data.download is off"
-        raise LureError(
-            f"data.root: {data.source} is not in {root / folder} and {tried} ({type(err).__name__}: {err}). "
-            f"Put {what} at {root / folder}, or an ImageFolder copy (train/<class>/*, test/<class>/*) at {root}."
-        ) from None
+        raise _not_found(data, f"{tried} ({type(err).__name__}: {err})") from None
     return Source(_torchvision_split(train), _torchvision_split(test), list(train.classes))
+
+
+def _not_found(data: TorchvisionData, why: str) -> LureError:
+    folder, what = TORCHVISION_LAYOUT[data.source]
+    return LureError(f"data.root: {data.source} is not in {data.root / folder} and {why}. Put {what} at "
+                     f"{data.root / folder}, or an ImageFolder copy (train/<class>/*, test/<class>/*) at {data.root}.")
+
+
+def check_source(data: DataSource) -> str:
+    """Where the source's images are, checked without reading them (a missing folder raises,
+    naming the key); what `lure check` says of them."""
+    if isinstance(data, DigitsData):
+        return "scikit-learn's bundled digits"
+    if isinstance(data, ImageFolderData):
+        _check_image_folder(data.path)
+        return f"an image folder at {data.path}"
+    folder = TORCHVISION_LAYOUT[data.source][0]
+    if (data.root / "train").is_dir() and (data.root / "test").is_dir():
+        return f"an ImageFolder copy at {data.root}"
+    if (data.root / folder).is_dir():
+        return f"torchvision's files at {data.root / folder}"
+    if data.download:
+        return f"not at {data.root / folder} yet: prepare downloads it (data.download is on)"
+    raise _not_found(data, "data.download is off")
+
+
+def check_chunks(params: Params, pool: Images) -> None:
+    """The chunks that params.yaml lists fit in the source's training pool (raises, naming the key)."""
+    d, n = params.data, params.n_chunks
+    if d.split == "class_incremental":
+        class_chunk_indices(pool.y, d.classes_per_chunk, d.chunk_size, n, params.seed)
+    else:
+        chunk_indices(len(pool), d.chunk_size, n, params.seed)
 
 
 def _torchvision_split(dataset) -> Images:
@@ -224,6 +256,7 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
     on chunks 1..k depends on that one file, so DVC re-runs it exactly when one of them changes.
     """
     source = load_source(params.data, params.seed)
+    check_chunks(params, source.pool)
     n = params.n_chunks
     d = params.data
 
@@ -263,7 +296,7 @@ def _prepared_file(prepared: Path, name: str) -> Path:
 
 
 def load_meta(prepared: Path = paths.PREPARED) -> dict:
-    return json.loads(_prepared_file(prepared, paths.META).read_text())
+    return read_json(_prepared_file(prepared, paths.META))
 
 
 def load_test(prepared: Path = paths.PREPARED) -> Images:
@@ -275,11 +308,11 @@ def load_chunks(k: int, prepared: Path = paths.PREPARED) -> list[Chunk]:
     """Chunks 1..k, checked against seen_<k>.json (the file DVC tracks for them)."""
     prepared = Path(prepared)
     manifest = _prepared_file(prepared, paths.seen_file(k))
-    expected = json.loads(manifest.read_text())["chunks"]
+    expected = read_json(manifest).get("chunks", {})
     chunks = []
     for i in range(1, k + 1):
         path = prepared / paths.chunk_file(i)
-        if md5(path) != expected[paths.chunk_file(i)]:
+        if not path.is_file() or md5(path) != expected.get(paths.chunk_file(i)):
             raise LureError(f"{path} does not match {manifest}: re-run the prepare stage")
         a = load_arrays(path)
         chunks.append(Chunk(Images(a["x_train"], a["y_train"]), Images(a["x_val"], a["y_val"])))

@@ -36,6 +36,6 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_command(fn: Callable[..., None]) -> None:
     """Run `fn` as the command line of a stage module."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
     app.command()(reports_errors(fn))
     app()

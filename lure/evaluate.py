@@ -1,10 +1,10 @@
 """A run's evaluation: its model after every chunk on the test set; for the last model,
 calibration (also after temperature scaling) and robustness to corruptions; the compute spent and
-the stability gap over its chunks, from what its training stages recorded."""
+the stability gap over its chunks, from what its training stages recorded. (Their wall times
+are in their logs, not here: a timing that differs must not make the same results look new.)"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
@@ -16,13 +16,14 @@ from lure.corruptions import names_for
 from lure.data import load_chunks, load_meta, load_test, replay
 from lure.device import pick_device, provenance
 from lure.errors import LureError
+from lure.io import read_json
 from lure.metrics import anytime_summary, calibration, expected_calibration_error, fit_temperature, reliability
 from lure.models import model_for, predict
 from lure.robustness import corruption_metrics
 from lure.stability import stability_summary
 
 # What the evaluation copies, per chunk, from the training stages' metrics.
-TRAINING_KEYS = ("val_acc", "train_acc", "gen_gap", "reset_fraction", "updates", "images", "train_s")
+TRAINING_KEYS = ("val_acc", "train_acc", "gen_gap", "reset_fraction", "updates", "images")
 
 
 @dataclass
@@ -38,7 +39,9 @@ def training_metrics(method: str, seed: int, n_chunks: int) -> list[dict]:
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise LureError(f"missing training metrics {', '.join(missing)}: run the relearn stages first")
-    first, *rest = (json.loads(f.read_text()) for f in files)
+    first, *rest = (read_json(f) for f in files)
+    if "chunk_1" not in first:
+        raise LureError(f"{files[0]} holds no chunk_1: re-run the learn stage of seed {seed} (uv run dvc repro)")
     return [first["chunk_1"], *rest]
 
 
@@ -77,7 +80,6 @@ def evaluate(p: Params, method: str, seed: int) -> Evaluation:
         "reset_fraction": sum(t.get("reset_fraction", 0.0) for t in trained[1:]) / max(len(trained) - 1, 1),
         "updates": sum(t["updates"] for t in trained),
         "images": sum(t["images"] for t in trained),
-        "wall_s": round(sum(t["train_s"] + t.get("forget_s", 0.0) for t in trained), 3),  # forget + train
         **stability_summary([t["stability"] for t in trained[1:] if "stability" in t]),
     }
     result = {"final": final, "chunks": per_chunk}

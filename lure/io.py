@@ -1,8 +1,10 @@
-"""Atomic, byte-deterministic writes of the pipeline's outputs.
+"""Reading and writing the pipeline's files.
 
 An output appears complete or not at all (written beside its target, then renamed), so a failed
 stage never leaves a half-written file that DVC could cache. Array files carry no timestamps,
-so the same content gives the same bytes and the same DVC hash.
+so the same content gives the same bytes and the same DVC hash. JSON is strict: a number that
+cannot be computed (NaN, infinite) is written as null. A file that cannot be read is reported by
+path, with how to get it back.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lure.errors import LureError
 
 
 def _umask() -> int:
@@ -60,9 +65,33 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def strict(data: Any) -> Any:
+    """`data` with every NaN or infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: strict(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict(value) for value in data]
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(strict(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def unreadable(path: str | Path, err: Exception) -> LureError:
+    """The message for a file that is there but cannot be read."""
+    return LureError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else '-'}): "
+                     f"`uv run dvc checkout {path}` restores it from DVC's cache, `uv run dvc repro` makes it again")
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise unreadable(path, err) from None
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -80,8 +109,19 @@ def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {name: npz[name] for name in npz.files}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise unreadable(path, err) from None
+
+
+def remove(path: Path) -> None:
+    """A file or a folder, gone."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -4,6 +4,7 @@ that every method's chain starts from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lure import streams
 from lure.checkpoints import Checkpoint, cpu_state
@@ -11,7 +12,8 @@ from lure.config import Params
 from lure.data import load_chunks, load_meta, replay
 from lure.device import pick_device, provenance
 from lure.models import as_float, model_for, set_input_stats
-from lure.train import fit
+from lure.progress import Log, Progress
+from lure.train import NotFinite, fit
 
 
 @dataclass
@@ -22,8 +24,9 @@ class Learned:
     summary: str
 
 
-def learn(p: Params, seed: int) -> Learned:
-    """Draw run seed `seed`'s initial model and train it on chunk 1."""
+def learn(p: Params, seed: int, log_dir: Path) -> Learned:
+    """Draw run seed `seed`'s initial model and train it on chunk 1, logging the training curves
+    into `log_dir` as it goes."""
     p.check_run_seed(seed)
     device = pick_device(p.train)
     first = replay(load_chunks(1), p.replay, p.seed)
@@ -33,7 +36,14 @@ def learn(p: Params, seed: int) -> Learned:
         model = model_for(p.model, load_meta(), device)
     set_input_stats(model, as_float(train.x))  # statistics of the only data seen so far
     initial = Checkpoint(cpu_state(model))
-    result = fit(model, train, val, p.train, streams.batch_order(seed, 1))
+    where = f"seed {seed}, chunk 1"
+    with Log(log_dir) as log:
+        try:
+            result = fit(model, train, val, p.train, streams.batch_order(seed, 1), hooks=[Progress(where, log)])
+        except NotFinite as err:
+            raise err.of_run(where, p.train.lr) from None
+        log.close({"train_s": result.seconds})
     return Learned(initial, Checkpoint(cpu_state(model), result.momentum),
                    {"chunk_1": result.metrics(), "provenance": provenance(p, seed, device)},
-                   f"seed {seed}, chunk 1: val acc {result.val_acc:.4f} after {result.updates} updates on {device}")
+                   f"{where}: val acc {result.val_acc:.4f} after {result.updates} updates on {device}")
+

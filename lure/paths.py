@@ -16,6 +16,7 @@ MODELS = Path("models")
 METRICS = Path("metrics")
 
 SUMMARY = METRICS / "summary.json"
+TIMING = METRICS / "timing.json"  # wall times per method: apart from the metrics, not tracked by git
 ACCURACY_PLOT = METRICS / "accuracy.csv"
 CORRUPTION_PLOT = METRICS / "corruption.csv"
 STABILITY_PLOT = METRICS / "stability.csv"
@@ -63,6 +64,11 @@ def learn_metrics(seed: int) -> Path:
     return METRICS / "learn" / f"seed_{seed}.json"
 
 
+def learn_log(seed: int) -> Path:
+    """dvclive's log of chunk 1's training, with its timing.json."""
+    return METRICS / "learn" / f"seed_{seed}"
+
+
 def method_models(method: str, seed: int) -> Path:
     return _seed_dir(MODELS, seed) / method
 
@@ -80,8 +86,8 @@ def relearn_metrics(method: str, seed: int, k: int) -> Path:
 
 
 def curves_log(method: str, seed: int, k: int) -> Path:
-    """dvclive's log of the continual evaluation (its curves) while chunk k is relearned. The folder
-    keeps its first name, metrics/stream, which users' scripts and caches know."""
+    """dvclive's log of chunk k's relearning: the training and continual-evaluation curves, and
+    timing.json. The folder keeps its first name, metrics/stream, which users' scripts know."""
     return _seed_dir(METRICS / "stream", seed) / method / f"chunk_{k}"
 
 
@@ -94,6 +100,17 @@ def reliability_bins(method: str, seed: int) -> Path:
     return _seed_dir(METRICS / "evaluate", seed) / f"{method}-reliability.csv"
 
 
+def chunks_beyond(method: str, seed: int, n_chunks: int) -> list[Path]:
+    """What is left of chunks after the n-th in a run's folders: the outputs of relearn stages
+    that no longer exist since a chunk was taken off params.yaml."""
+    def k_of(path: Path) -> int:
+        return int(path.name.removeprefix("chunk_").removesuffix(path.suffix) or 0)
+
+    folders = [method_models(method, seed), method_relearn_metrics(method, seed), curves_log(method, seed, 1).parent]
+    return sorted(path for folder in folders if folder.is_dir() for path in folder.glob("chunk_*")
+                  if k_of(path) > n_chunks)
+
+
 # --- the stages' files, as dvc.yaml declares them ------------------------------------------------
 
 
@@ -101,12 +118,12 @@ def stage_outputs(stage: str, method: str = "", seed: int = 0, k: int = 0) -> li
     """What a stage writes (dvc.yaml: outs and metrics)."""
     return {
         "prepare": lambda: [PREPARED],
-        "learn": lambda: [init_model(seed), first_model(seed), learn_metrics(seed)],
+        "learn": lambda: [init_model(seed), first_model(seed), learn_metrics(seed), learn_log(seed)],
         "branch": lambda: [model(method, seed, 1)],
         "relearn": lambda: [model(method, seed, k), curves_log(method, seed, k), relearn_metrics(method, seed, k)],
         "corrupt": lambda: [CORRUPTED],
         "evaluate": lambda: [evaluation(method, seed), reliability_bins(method, seed)],
-        "report": lambda: [SUMMARY, ACCURACY_PLOT, CORRUPTION_PLOT, STABILITY_PLOT, RELIABILITY_PLOT],
+        "report": lambda: [SUMMARY, ACCURACY_PLOT, CORRUPTION_PLOT, STABILITY_PLOT, RELIABILITY_PLOT, TIMING],
     }[stage]()
 
 
@@ -121,7 +138,7 @@ def stage_inputs(stage: str, method: str = "", seed: int = 0, k: int = 0) -> lis
         "corrupt": lambda: [PREPARED / TEST],
         "evaluate": lambda: [PREPARED, CORRUPTED, method_models(method, seed), learn_metrics(seed),
                              method_relearn_metrics(method, seed)],
-        "report": lambda: [METRICS / "evaluate", METRICS / "stream"],
+        "report": lambda: [METRICS / "evaluate", METRICS / "stream", METRICS / "learn"],
     }[stage]()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,23 +21,25 @@ from lure.device import pick_device, provenance
 from lure.errors import LureError
 from lure.methods import Boundary, load_method
 from lure.models import Network, accuracy, model_for
+from lure.progress import Log, Progress
 from lure.stability import Curves, gap_metrics
-from lure.train import Hook, Trainer, fit
+from lure.train import Hook, NotFinite, Trainer, fit
 
 
 @dataclass
 class Relearned:
     checkpoint: Checkpoint
-    curves: Curves  # the continual evaluation (empty when stability.every is 0)
     metrics: dict
     summary: str
 
 
-def relearn(p: Params, name: str, seed: int, k: int) -> Relearned:
-    """Chunk k arrives: method `name` forgets, then the model relearns on chunk k."""
+def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned:
+    """Chunk k arrives: method `name` forgets, then the model relearns on chunk k; the training
+    and continual-evaluation curves go to `log_dir` as they are measured."""
     method = load_method(p, name)
     p.check_chunk(k)
     p.check_run_seed(seed)
+    run = f"methods.{name}, seed {seed}, chunk {k}"
     device = pick_device(p.train)
     meta, chunks = load_meta(), load_chunks(k)
     sets = replay(chunks, p.replay, p.seed)
@@ -54,32 +57,40 @@ def relearn(p: Params, name: str, seed: int, k: int) -> Relearned:
     boundary = Boundary(initial=initial, fresh_model=fresh_model, replay=train, new=chunks[-1].train.on(device),
                         generator=streams.forgetting(seed, k, name), run_generator=streams.run_split(seed, name),
                         momentum=previous.momentum, state=previous.method_state)
-    probe = None
-    if p.stability.every:
-        probe = Probe(model, held_out(chunks, p.stability.samples, p.seed, device), p.stability.every)
-        probe.measure(0)  # before the method forgets
+    with Log(log_dir) as log:
+        probe = None
+        if p.stability.every:
+            probe = Probe(model, held_out(chunks, p.stability.samples, p.seed, device), p.stability.every, log)
+            probe.measure(0)  # before the method forgets
 
-    # Forget, then relearn with the method's hook (if any), the mitigations' and the probe, in that
-    # order: the probe measures what the others did at each step.
-    start = time.perf_counter()
-    try:
-        reset = method.forget(model, boundary)
-    except LureError as err:  # a setting that does not fit the model, e.g. a layer name
-        raise LureError(f"methods.{name}.{err}") from None
-    method.mitigate.at_boundary(model, reset, train)
-    during = method.relearning(model, boundary)
-    forget_s = time.perf_counter() - start
-    hooks: list[Hook] = ([during] if during else []) + method.mitigate.hooks() + ([probe] if probe else [])
-    result = fit(model, train, val, p.train, streams.batch_order(seed, k), boundary.momentum, hooks)
+        # Forget, then relearn with the method's hook (if any), the mitigations', the probe and the
+        # progress, in that order: the probe measures what the others did at each step.
+        start = time.perf_counter()
+        try:
+            reset = method.forget(model, boundary)
+        except LureError as err:  # a setting that does not fit the model, e.g. a layer name
+            raise LureError(f"methods.{name}.{err}") from None
+        bad = [n for n, w in model.named_parameters() if not bool(w.isfinite().all())]
+        if bad:
+            raise LureError(f"{run}: forgetting left weights that are not finite ({', '.join(bad[:3])}); nothing "
+                            f"was written: look at the method's settings")
+        method.mitigate.at_boundary(model, reset, train)
+        during = method.relearning(model, boundary)
+        forget_s = time.perf_counter() - start
+        hooks: list[Hook] = ([during] if during else []) + method.mitigate.hooks() + ([probe] if probe else [])
+        try:
+            result = fit(model, train, val, p.train, streams.batch_order(seed, k), boundary.momentum,
+                         [*hooks, Progress(run, log)])
+        except NotFinite as err:
+            raise err.of_run(run, p.train.lr) from None
+        log.close({"forget_s": forget_s, "train_s": result.seconds})
     if during:
         reset = {**reset, **during.reset}
 
     reset_total, reset_by_layer = reset_shares(model, reset)
-    curves = probe.curves if probe else Curves()
-    stability = gap_metrics(curves, k) if curves.steps else None
+    stability = gap_metrics(probe.curves, k) if probe else None
     metrics = {
         **result.metrics(),
-        "forget_s": round(forget_s, 3),
         "reset_fraction": reset_total,
         "reset_by_layer": reset_by_layer,
         "reset": reset,
@@ -88,7 +99,7 @@ def relearn(p: Params, name: str, seed: int, k: int) -> Relearned:
     }
     gap = f", stability gap {stability['gap_depth']:.3f}" if stability else ""
     return Relearned(
-        Checkpoint(cpu_state(model), result.momentum, during.state() if during else {}), curves, metrics,
+        Checkpoint(cpu_state(model), result.momentum, during.state() if during else {}), metrics,
         f"{name} seed {seed} chunk {k}: reset {reset_total:.3f} of the weights, val acc {result.val_acc:.4f} "
         f"after {result.updates} updates on {device}{gap}")
 
@@ -121,16 +132,18 @@ def held_out(chunks: list[Chunk], samples: int, seed: int, device: torch.device)
 class Probe(Hook):
     """Evaluates `model` on the held-out images of the earlier chunks and of the new one (the last):
     `measure(0)` before the method forgets, then, as a hook of the loop, before the first update
-    and every `every` updates."""
+    and every `every` updates; each measurement goes to the log (old_acc, new_acc) as it is made."""
 
-    def __init__(self, model: nn.Module, held_out: list[Images], every: int) -> None:
-        self.model, self.old, self.new, self.every = model, held_out[:-1], held_out[-1], every
+    def __init__(self, model: nn.Module, held_out: list[Images], every: int, log: Log | None = None) -> None:
+        self.model, self.old, self.new, self.every, self.log = model, held_out[:-1], held_out[-1], every, log
         self.curves = Curves()
 
     def measure(self, step: int) -> None:
         correct = {i: accuracy(self.model, d) * len(d) for i, d in enumerate(self.old, start=1)}
         self.curves.add(step, {i: c / len(self.old[i - 1]) for i, c in correct.items()},
                         old=sum(correct.values()) / sum(len(d) for d in self.old), new=accuracy(self.model, self.new))
+        if self.log:
+            self.log.log(step, old_acc=self.curves.old[-1], new_acc=self.curves.new[-1])
 
     def before_fit(self, trainer: Trainer) -> None:
         self.measure(0)

@@ -7,7 +7,6 @@ Evaluations come as {method: {seed: evaluation}} (metrics/evaluate/seed_<s>/<met
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,12 +14,15 @@ from pathlib import Path
 
 from lure import paths
 from lure.errors import LureError
+from lure.io import read_json, unreadable
 from lure.stability import read_curve
 
-# The summary table's columns, in order; those a run did not measure are left out.
+# The summary table's columns, in order; those a run did not measure are left out. The compact
+# table fits a terminal of 120 columns with mean ± std cells; `lure results --all` prints them all.
 COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "ece_ts", "nll", "brier", "mca", "rel_robustness",
            "ece_corrupt", "gap_depth", "min_acc", "wc_acc", "sgm_gap", "never_recovered", "reset_fraction", "updates",
            "wall_s")
+COMPACT = ("final_acc", "anytime_acc", "cer", "ece", "mca", "gap_depth")
 
 Evaluations = dict[str, dict[int, dict]]  # method -> run seed -> evaluation
 
@@ -33,7 +35,7 @@ def load_evaluations(methods: list[str], seeds: list[int]) -> Evaluations:
             path = paths.evaluation(method, seed)
             if not path.is_file():
                 raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
-            evaluations[method][seed] = json.loads(path.read_text())
+            evaluations[method][seed] = read_json(path)
     return evaluations
 
 
@@ -155,9 +157,12 @@ def read_reliability(method: str, seed: int) -> list[dict]:
     path = paths.reliability_bins(method, seed)
     if not path.is_file():
         raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
-    lines = path.read_text().splitlines()
-    columns = lines[0].split(",")
-    return [dict(zip(columns, map(float, line.split(",")))) for line in lines[1:]]
+    try:
+        lines = path.read_text().splitlines()
+        columns = lines[0].split(",")
+        return [dict(zip(columns, map(float, line.split(",")), strict=True)) for line in lines[1:]]
+    except (OSError, UnicodeDecodeError, IndexError, ValueError) as err:
+        raise unreadable(path, err) from None
 
 
 def pooled_reliability(bins_by_method: dict[str, list[list[dict]]]) -> list[dict]:
@@ -199,8 +204,8 @@ def _cell(row: dict, name: str) -> str:
     return _fmt(row[name]) + (" ± 0" if spread == 0 else f" ± {spread:.4f}")  # 0: the same in every run
 
 
-def markdown_table(summary_rows: dict[str, dict]) -> str:
-    columns = [c for c in COLUMNS if all(c in row for row in summary_rows.values())]
+def markdown_table(summary_rows: dict[str, dict], columns: tuple[str, ...] = COLUMNS) -> str:
+    columns = [c for c in columns if all(c in row for row in summary_rows.values())]
     header = "| method | " + " | ".join(columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     rows = [f"| {m} | " + " | ".join(_cell(row, c) for c in columns) + " |" for m, row in summary_rows.items()]
@@ -218,11 +223,32 @@ def accuracy_table(evaluations: Evaluations) -> str:
     return "\n".join([header, rule, *lines])
 
 
-def tables(evaluations: Evaluations) -> str:
-    """The per-method summary, then accuracy after every chunk: what the report prints."""
+def tables(evaluations: Evaluations, columns: tuple[str, ...] = COLUMNS, timing: dict[str, dict] | None = None) -> str:
+    """The per-method summary in `columns` (with the wall times of `timing`, where given), then
+    accuracy after every chunk: what the report and `lure results` print."""
     seeds = list(next(iter(evaluations.values())))
     heading = f"mean ± std over {len(seeds)} run seeds ({', '.join(map(str, seeds))})\n\n" if len(seeds) > 1 else ""
-    return heading + markdown_table(summary(evaluations)) + "\n\n" + accuracy_table(evaluations)
+    rows = {m: {**row, **(timing or {}).get(m, {})} for m, row in summary(evaluations).items()}
+    return heading + markdown_table(rows, columns) + "\n\n" + accuracy_table(evaluations)
+
+
+def wall_times(evaluations: Evaluations) -> dict[str, dict]:
+    """Per method: the forgetting and training seconds of a run over all its chunks (chunk 1's
+    learning included), mean (and std) over the seeds, from the training stages' timing.json;
+    a run whose logs are gone counts for nothing."""
+    rows = {}
+    for method, runs in evaluations.items():
+        seconds = []
+        for seed, evaluation in runs.items():
+            later = sorted(int(c.removeprefix("chunk_")) for c in evaluation["chunks"])[1:]
+            files = [paths.learn_log(seed) / "timing.json", *(paths.curves_log(method, seed, k) / "timing.json"
+                                                             for k in later)]
+            if all(f.is_file() for f in files):
+                seconds.append(round(sum(sum(read_json(f).values()) for f in files), 3))
+        if seconds:
+            rows[method] = {}
+            with_mean_and_std(rows[method], "wall_s", seconds)
+    return rows
 
 
 # --- the stage ------------------------------------------------------------------------------------
@@ -231,6 +257,7 @@ def tables(evaluations: Evaluations) -> str:
 @dataclass
 class Report:
     summary: dict[str, dict]  # metrics/summary.json: one row per method
+    timing: dict[str, dict]  # metrics/timing.json: wall seconds per method
     plots: dict[Path, str]  # the plot data, by path
     tables: str  # what the stage prints
 
@@ -247,4 +274,5 @@ def report(methods: list[str], seeds: list[int]) -> Report:
         paths.STABILITY_PLOT: _csv(("method", "chunk", "step", "data", "accuracy"), stability_rows(evaluations)),
         paths.RELIABILITY_PLOT: reliability_csv(reliability),
     }
-    return Report(summary(evaluations), plots, tables(evaluations))
+    timing = wall_times(evaluations)
+    return Report(summary(evaluations), timing, plots, tables(evaluations, COMPACT + ("wall_s",), timing))

@@ -2,8 +2,8 @@
 
 A relearn stage evaluates on fixed held-out (validation) images of every earlier chunk and of the
 new chunk: before the method forgets (step 0), right after it (step 0 again: a reset is part of
-the gap), and every k updates (lure.relearn.Probe, a hook of the training loop). dvclive logs the curves
-(`save_curves`). From the curves:
+the gap), and every k updates (lure.relearn.Probe, a hook of the training loop), which dvclive
+logs as they are measured (lure.progress.Log). From the curves:
 
 - acc_before: old-data accuracy before the method forgets (the model of the previous chunk);
 - min_old: the lowest old-data accuracy after that, the forgetting step included (a reset
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lure.io import atomic_dir
+from lure.io import unreadable
 
 
 @dataclass
@@ -84,23 +84,13 @@ def stability_summary(per_chunk: list[dict]) -> dict[str, float | int]:
 # --- the curves on disk: dvclive's log -----------------------------------------------------------
 
 
-def save_curves(curves: Curves, directory: Path) -> None:
-    """Old- and new-data accuracy per step, as dvclive logs metrics (plots/metrics/<name>.tsv)."""
-    from dvclive import Live  # ~1.5 s to import: only the relearn stage writes logs
-
-    with atomic_dir(directory) as tmp:
-        live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
-        for i, step in enumerate(curves.steps):
-            live.step = step
-            live.log_metric("old_acc", curves.old[i])
-            live.log_metric("new_acc", curves.new[i])
-        live.end()
-
-
 def read_curve(directory: Path, data: str) -> list[tuple[int, float]] | None:
     """(step, accuracy) of the `old` or `new` curve of a log, or None where there is no log."""
     log = directory / "plots" / "metrics" / f"{data}_acc.tsv"
     if not log.is_file():
         return None
-    rows = [line.split("\t") for line in log.read_text().splitlines()[1:]]
-    return [(int(step), float(acc)) for step, acc in rows]
+    try:
+        rows = [line.split("\t") for line in log.read_text().splitlines()[1:]]
+        return [(int(step), float(acc)) for step, acc in rows]
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise unreadable(log, err) from None

@@ -23,6 +23,7 @@ from torch import nn
 from lure.augment import crop_flip, draw_crop_flip
 from lure.config import TrainSettings
 from lure.data import Images
+from lure.errors import LureError
 from lure.models import accuracy, as_float
 
 
@@ -78,6 +79,32 @@ def updates_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size + (n % batch_size >= 2)  # a last batch of one image is skipped
 
 
+class NotFinite(LureError):
+    """The loss or the weights stopped being finite: the run diverged."""
+
+    def __init__(self, what: str, update: int, where: str = "") -> None:
+        super().__init__(f"the {what} is not finite at update {update}" + (f" ({where})" if where else ""))
+        self.what, self.update = what, update
+
+    def of_run(self, run: str, lr: float) -> LureError:
+        """The user's message: which run diverged where, and what to try."""
+        return LureError(f"{run}: {self}; nothing was written. Lower train.lr ({lr:g}), or look at the data and "
+                         f"the other settings")
+
+
+@dataclass
+class Epoch:
+    """What one epoch did: its updates and images, its mean loss and its accuracy on the training
+    batches as they were trained on (augmented), and its speed."""
+
+    updates: int
+    images: int
+    loss: float
+    train_acc: float
+    images_per_s: float
+    val_acc: float | None = None  # set by fit where it selects on validation accuracy
+
+
 class Hook:
     """Code that runs inside the loop. Each method is called with the Trainer, whose state
     (model, optimizer, lr, loss, updates so far) it may read and change."""
@@ -90,6 +117,9 @@ class Hook:
 
     def after_step(self, trainer: Trainer) -> None:
         """After every update; trainer.updates already counts it."""
+
+    def after_epoch(self, trainer: Trainer, epoch: int, stats: Epoch) -> None:
+        """After every epoch (numbered from 1), with what it did."""
 
     def after_fit(self, trainer: Trainer) -> None:
         """Once, after the last epoch, before the best checkpoint is restored."""
@@ -112,15 +142,18 @@ class Trainer:
         self.updates = 0  # optimizer steps so far in this chunk
         self.epoch_updates = epoch_updates  # steps in each of settings.epochs
 
-    def epoch(self, train: Images, generator: torch.Generator) -> tuple[int, int]:
-        """One pass over `train` in a seeded order; returns (updates, images)."""
+    def epoch(self, train: Images, generator: torch.Generator) -> Epoch:
+        """One pass over `train` in a seeded order. Raises NotFinite where the loss or the weights
+        stopped being finite (checked once per epoch: a check per update would wait on the GPU)."""
         s, device = self.settings, train.y.device
         self.model.train()
+        start = time.perf_counter()
         # Every random draw of the epoch at once, then one copy to the device: no host work per batch.
         order = torch.randperm(len(train), generator=generator).to(device)
         if s.augment == "crop_flip":
             offsets, flips = (t.to(device) for t in draw_crop_flip(len(train), s.crop_padding, generator))
         updates = images = 0
+        losses, correct = [], torch.zeros((), dtype=torch.long, device=device)
         for position in torch.arange(len(train), device=device).split(s.batch_size):
             if len(position) < 2:  # BatchNorm cannot train on a single image
                 continue
@@ -131,7 +164,10 @@ class Trainer:
             elif self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = self.loss(self.forward(as_float(x)), y)
+                logits = self.forward(as_float(x))
+                loss = self.loss(logits, y)
+            losses.append(loss.detach())
+            correct += (logits.detach().argmax(1) == y).sum()
             self.optimizer.lr = self.lr
             for hook in self.hooks:
                 hook.before_step(self)
@@ -143,7 +179,14 @@ class Trainer:
             images += len(index)
             for hook in self.hooks:
                 hook.after_step(self)
-        return updates, images
+        loss = torch.stack(losses).float() if losses else torch.full((1,), float("nan"))
+        finite = torch.isfinite(loss)
+        if losses and not bool(finite.all()):
+            raise NotFinite("loss", self.updates - updates + 1 + int((~finite).nonzero()[0]))
+        if not bool(torch.stack([p.isfinite().all() for p in self.optimizer.params]).all()):
+            raise NotFinite("weights", self.updates)
+        seconds = time.perf_counter() - start
+        return Epoch(updates, images, float(loss.mean()), int(correct) / max(images, 1), images / seconds)
 
 
 @dataclass
@@ -158,6 +201,7 @@ class FitResult:
     momentum: dict[str, torch.Tensor]  # SGD momentum after the last step, by parameter name
 
     def metrics(self) -> dict[str, float | int]:
+        """What the chunk's training gives, the same in every run of the same seed (the time apart)."""
         return {
             "train_acc": self.train_acc,
             "val_acc": self.val_acc,
@@ -165,7 +209,6 @@ class FitResult:
             "updates": self.updates,
             "images": self.images,
             "best_epoch": self.best_epoch,
-            "train_s": round(self.seconds, 3),
         }
 
 
@@ -183,12 +226,18 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
     best_epoch, best_state = 0, None
     for epoch in range(settings.epochs):
         trainer.lr = lr_at(settings, epoch)
-        steps, seen = trainer.epoch(train, generator)
-        updates, images = updates + steps, images + seen
+        try:
+            stats = trainer.epoch(train, generator)
+        except NotFinite as err:
+            raise NotFinite(err.what, err.update, f"epoch {epoch + 1} of {settings.epochs}") from None
+        updates, images = updates + stats.updates, images + stats.images
         if settings.select == "best_val":
             history.append(accuracy(model, val))
+            stats.val_acc = history[-1]
             if history[-1] > max(history[:-1], default=-1.0):  # the earliest best epoch wins ties
                 best_epoch, best_state = epoch + 1, copy.deepcopy(model.state_dict())
+        for hook in hooks:
+            hook.after_epoch(trainer, epoch + 1, stats)
     for hook in hooks:
         hook.after_fit(trainer)
     if best_state is not None:

@@ -5,11 +5,15 @@ from lure import paths
 from lure.config import PARAMS_FILE, load_params
 from lure.errors import ParamsFile, RunSeed, run_command
 from lure.evaluate import evaluate
-from lure.io import write_json, write_text
+from lure.io import remove, write_json, write_text
 
 
 def main(method: str, seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
-    evaluation = evaluate(load_params(params_file), method, seed)
+    p = load_params(params_file)
+    for stale in paths.chunks_beyond(method, seed, p.n_chunks):  # DVC leaves the outputs of removed stages
+        remove(stale)
+        print(f"removed {stale}: chunk no longer in {params_file}")
+    evaluation = evaluate(p, method, seed)
     write_text(paths.reliability_bins(method, seed), evaluation.reliability_csv)
     write_json(paths.evaluation(method, seed), evaluation.result)
     print(evaluation.summary)

@@ -10,7 +10,7 @@ from lure.learn import learn
 
 
 def main(seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
-    learned = learn(load_params(params_file), seed)
+    learned = learn(load_params(params_file), seed, log_dir=paths.learn_log(seed))
     save_checkpoint(paths.init_model(seed), learned.initial)
     save_checkpoint(paths.first_model(seed), learned.checkpoint)
     write_json(paths.learn_metrics(seed), learned.metrics)

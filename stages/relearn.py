@@ -11,14 +11,12 @@ from lure.config import PARAMS_FILE, load_params
 from lure.errors import ParamsFile, RunSeed, run_command
 from lure.io import write_json
 from lure.relearn import relearn
-from lure.stability import save_curves
 
 
 def main(method: str, k: Annotated[int, typer.Argument(help="the chunk that arrives, 2 or more")],
          seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
-    relearned = relearn(load_params(params_file), method, seed, k)
+    relearned = relearn(load_params(params_file), method, seed, k, log_dir=paths.curves_log(method, seed, k))
     save_checkpoint(paths.model(method, seed, k), relearned.checkpoint)
-    save_curves(relearned.curves, paths.curves_log(method, seed, k))
     write_json(paths.relearn_metrics(method, seed, k), relearned.metrics)
     print(relearned.summary)
 

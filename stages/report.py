@@ -14,7 +14,8 @@ def main(params_file: ParamsFile = PARAMS_FILE) -> None:
     for path, text in result.plots.items():
         write_text(path, text)
     write_json(paths.SUMMARY, result.summary)
-    print(result.tables)
+    write_json(paths.TIMING, result.timing)
+    print(result.tables + "\n\n(every column: uv run lure results --all)")
 
 
 if __name__ == "__main__":

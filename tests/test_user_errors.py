@@ -1,0 +1,251 @@
+"""What a new user trips over, each as it was met: a diverging run, corrupt files, settings that
+`lure check` called valid but that fail at run time, and the wording of messages."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from lure.errors import LureError
+from lure.io import write_json
+from tests.conftest import ROOT, run_stage
+
+TINY = {
+    "data": {"source": "digits", "chunk_size": 120},
+    "chunks": [{"k": 2, "prev": 1}],
+    "model": {"width": 4},
+    "train": {"device": "cpu", "epochs": 2, "batch_size": 16, "lr_milestones": [2]},
+    "methods": {"warm": {}, "lure": {}},
+    "stability": {"every": 5, "samples": 10},
+    "robustness": {"corruptions": "none"},
+}
+
+
+def write_params(folder, **changes) -> None:
+    params = yaml.safe_load(yaml.safe_dump(TINY))
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if name:
+            params[section][name] = value
+        else:
+            params[section] = value
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """A tiny run prepared and learned (chunk 1), to start later stages from."""
+    root = tmp_path_factory.mktemp("learned")
+    write_params(root)
+    for stage in [("stages.prepare",), ("stages.learn", "--seed", "0"), ("stages.branch", "lure", "--seed", "0")]:
+        result = run_stage(*stage, cwd=root)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def copy_of(learned, tmp_path):
+    for name in ("data", "models", "metrics"):
+        shutil.copytree(learned / name, tmp_path / name)
+    shutil.copy(learned / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def assert_refused(result, *phrases: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 3, result.stderr  # a message, not a dump
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+# --- 1. a diverging run stops, naming where, and leaves nothing behind --------------------------
+
+
+def test_a_diverging_first_chunk_stops_the_learn_stage(tmp_path):
+    write_params(tmp_path, **{"train.lr": 1e6})
+    assert run_stage("stages.prepare", cwd=tmp_path).returncode == 0
+    result = run_stage("stages.learn", "--seed", "0", cwd=tmp_path)
+    assert_refused(result, "seed 0, chunk 1", "not finite", "update", "train.lr")
+    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_a_diverging_relearn_stage_names_the_method_seed_chunk_and_update(learned, tmp_path):
+    root = copy_of(learned, tmp_path)
+    write_params(root, **{"train.lr": 1e6})
+    before = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    result = run_stage("stages.relearn", "lure", "2", "--seed", "0", cwd=root)
+    assert_refused(result, "methods.lure, seed 0, chunk 2", "not finite", "update")
+    assert sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file()) == before  # nothing written
+
+
+def test_metrics_files_are_strict_json(tmp_path):
+    write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
+    text = (tmp_path / "m.json").read_text()
+
+    def refuse(token):
+        raise ValueError(token)
+
+    assert json.loads(text, parse_constant=refuse) == {"a": None, "b": [1.0, None], "c": {"d": None}}
+
+
+# --- 3. a corrupt file is named, with what to do -------------------------------------------------
+
+
+def test_a_corrupt_checkpoint_is_named_with_what_to_do(learned, tmp_path):
+    root = copy_of(learned, tmp_path)
+    checkpoint = root / "models" / "seed_0" / "lure" / "chunk_1.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    result = run_stage("stages.relearn", "lure", "2", "--seed", "0", cwd=root)
+    assert_refused(result, str(checkpoint.relative_to(root)), "dvc")
+
+
+@pytest.mark.parametrize("name", ["chunk_1.npz", "meta.json", "seen_2.json"])
+def test_a_corrupt_prepared_file_is_named(learned, tmp_path, name):
+    root = copy_of(learned, tmp_path)
+    (root / "data" / "prepared" / name).write_bytes(b"\x00not what it was")
+    result = run_stage("stages.relearn", "lure", "2", "--seed", "0", cwd=root)
+    assert_refused(result, f"data/prepared/{name}")
+
+
+def test_corrupt_training_metrics_are_named(learned, tmp_path):
+    from lure.evaluate import training_metrics
+
+    root = copy_of(learned, tmp_path)
+    (root / "metrics" / "learn" / "seed_0.json").write_text("{not json")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        with pytest.raises(LureError, match=r"metrics/learn/seed_0.json cannot be read"):
+            training_metrics("lure", 0, n_chunks=1)
+
+
+def test_reading_a_checkpoint_that_is_not_one(tmp_path):
+    from lure.checkpoints import load_checkpoint
+
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(LureError, match="other.pt"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+# --- 6. lure check checks what it can without training --------------------------------------------
+
+
+def test_check_refuses_chunks_the_data_cannot_hold(tmp_path):
+    write_params(tmp_path, chunks=[{"k": k, "prev": k - 1} for k in range(2, 5)], **{"data.chunk_size": 2000})
+    result = run_stage("lure.cli", "check", "--data", cwd=tmp_path)
+    assert_refused(result, "data.chunk_size: 4 chunks of 2000 images need 8000", "1437")
+
+
+def test_prepare_names_the_chunk_count_it_was_asked_for(tmp_path):
+    write_params(tmp_path, chunks=[{"k": k, "prev": k - 1} for k in range(2, 5)], **{"data.chunk_size": 2000})
+    assert_refused(run_stage("stages.prepare", cwd=tmp_path), "4 chunks of 2000 images need 8000")
+
+
+def test_check_refuses_a_missing_data_folder_and_a_missing_gpu(tmp_path):
+    write_params(tmp_path, data={"source": "imagefolder", "path": str(tmp_path / "nowhere"), "chunk_size": 10})
+    assert_refused(run_stage("lure.cli", "check", cwd=tmp_path), "data.path", "nowhere")
+    if not torch.cuda.is_available():
+        write_params(tmp_path, **{"train.device": "cuda"})
+        assert_refused(run_stage("lure.cli", "check", cwd=tmp_path), "train.device: cuda")
+
+
+def test_check_says_which_checks_need_the_data(tmp_path):
+    write_params(tmp_path)
+    result = run_stage("lure.cli", "check", cwd=tmp_path)
+    assert result.returncode == 0 and "--data" in result.stdout
+
+
+# --- 8. wording ------------------------------------------------------------------------------------
+
+
+def test_an_unknown_method_kind_is_named_as_the_user_wrote_it(tmp_path):
+    write_params(tmp_path, methods={"foo": {}})
+    result = run_stage("lure.cli", "check", cwd=tmp_path)
+    assert_refused(result, "methods.foo: no method kind 'foo'")
+    assert "Input tag" not in result.stderr
+
+
+def test_an_empty_params_file(tmp_path):
+    (tmp_path / "params.yaml").write_text("# nothing yet\n")
+    result = run_stage("lure.cli", "check", cwd=tmp_path)
+    assert_refused(result, "params.yaml is empty")
+    assert "NoneType" not in result.stderr
+
+
+def test_a_key_of_another_source_says_whose_it_is(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["source"] = "cifar10"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_stage("lure.cli", "check", cwd=tmp_path)
+    assert_refused(result, "data.test_fraction: a key of the digits source only, not of cifar10")
+
+
+def test_help_shows_no_type_for_flags(tmp_path):
+    result = run_stage("stages.relearn", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--help" in result.stdout and "<bool>" not in result.stdout
+
+
+def test_no_corruptions_says_so(learned, tmp_path):
+    root = copy_of(learned, tmp_path)
+    write_params(root)
+    result = run_stage("stages.corrupt", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert "no corruptions" in result.stdout and "0 corruptions" not in result.stdout
+
+
+# --- 4. progress: per epoch, as the ecosystem shows it -------------------------------------------
+
+
+def fit_with_progress(terminal: bool, capsys, tmp_path):
+    from lure.config import TrainSettings
+    from lure.models import small_cnn
+    from lure.progress import Log, Progress
+    from lure.train import fit
+    from tests.conftest import digits_images
+
+    torch.manual_seed(0)
+    with Log(tmp_path / "log") as log:
+        fit(small_cnn(1, 10, width=4), digits_images(0, 64), digits_images(64, 96),
+            TrainSettings(epochs=3, batch_size=16, lr_milestones=[]), torch.Generator().manual_seed(0),
+            hooks=[Progress("lure seed 0 chunk 2", log, terminal=terminal)])
+        log.close({"train_s": 1.0})
+    return capsys.readouterr()
+
+
+def test_plain_progress_lines_when_the_output_is_not_a_terminal(capsys, tmp_path, monkeypatch):
+    import lure.progress
+
+    monkeypatch.setattr(lure.progress, "PLAIN_EVERY_S", 0.0)  # a line every epoch, as a long stage gets
+    out = fit_with_progress(False, capsys, tmp_path).out.splitlines()
+    assert [line.split(",")[0] for line in out] == ["  lure seed 0 chunk 2: epoch 1/3", "  lure seed 0 chunk 2: epoch 2/3"]
+    assert all(" loss " in line and " train " in line and " val " in line and " img/s " in line
+               and line.endswith(" s left") for line in out)
+    # the curves are logged as they go: three epochs, at the updates so far (4 a chunk of 64 in 16s)
+    for name in ("loss", "train_acc", "val_acc"):
+        rows = (tmp_path / "log" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+        assert rows[0] == f"step\t{name}" and [int(r.split("\t")[0]) for r in rows[1:]] == [4, 8, 12]
+    assert json.loads((tmp_path / "log" / "timing.json").read_text()) == {"train_s": 1.0}
+
+
+def test_a_short_stage_prints_no_progress_lines_and_a_terminal_gets_a_bar(capsys, tmp_path):
+    assert fit_with_progress(False, capsys, tmp_path).out == ""  # shorter than a line's interval
+    bar = fit_with_progress(True, capsys, tmp_path / "tty").err
+    assert "lure seed 0 chunk 2" in bar and "3/3" in bar and "epoch" in bar
+
+
+# --- 5. timings are kept apart, so that the same results look the same -----------------------------
+
+
+def test_a_relearn_stage_run_again_writes_the_same_metrics_bytes(learned, tmp_path):
+    root = copy_of(learned, tmp_path)
+    metrics = root / "metrics" / "relearn" / "seed_0" / "lure" / "chunk_2.json"
+    runs = []
+    for _ in range(2):
+        assert run_stage("stages.relearn", "lure", "2", "--seed", "0", cwd=root).returncode == 0
+        runs.append(metrics.read_bytes())
+    assert runs[0] == runs[1]
+    assert not {"train_s", "forget_s", "wall_s"} & set(json.loads(runs[0]))
+    timing = json.loads((root / "metrics" / "stream" / "seed_0" / "lure" / "chunk_2" / "timing.json").read_text())
+    assert set(timing) == {"forget_s", "train_s"} and timing["train_s"] > 0
