@@ -3,10 +3,13 @@ itself runs with DVC (`dvc repro`); its stages are the modules in stages/."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import typer
 
 from lure.config import PARAMS_FILE
-from lure.errors import ParamsFile, reports_errors
+from lure.errors import LureError, ParamsFile, reports_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Learn, Unlearn, Relearn: compare warm start, scratch and LURE on chunked data.")
@@ -45,17 +48,85 @@ def check(params_file: ParamsFile = PARAMS_FILE,
 @app.command()
 @reports_errors
 def results(params_file: ParamsFile = PARAMS_FILE,
-            every_column: bool = typer.Option(False, "--all", help="every column, not the compact table")) -> None:
-    """Print the comparison tables of the last `dvc repro` (from metrics/evaluate/)."""
+            kept: Path | None = typer.Option(None, "--from", help="a folder of kept results (results/<name>)"),
+            every_column: bool = typer.Option(False, "--all", help="every column, not the compact table"),
+            columns: str | None = typer.Option(None, "--columns", help="these columns, comma-separated"),
+            recovery: bool = typer.Option(False, "--recovery", help="also the updates until each chunk recovered"),
+            timing: bool = typer.Option(True, help="the wall times of metrics/timing.json, where there are"),
+            keep: Path | None = typer.Option(None, "--keep", help="copy the params file and the evaluations there"),
+            ) -> None:
+    """Print the comparison tables of the last `dvc repro` (metrics/evaluate/), or of kept results."""
+    print(results_text(params_file, kept, every_column, columns, recovery, timing, keep), end="")
+
+
+def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every_column: bool = False,
+                 columns: str | None = None, recovery: bool = False, timing: bool = True,
+                 keep: Path | None = None) -> str:
     from lure import paths
     from lure.config import load_params
     from lure.io import read_json
-    from lure.report import COLUMNS, COMPACT, load_evaluations, tables
+    from lure.report import COLUMNS, COMPACT, load_evaluations, recovery_table, tables
 
-    p = load_params(params_file)
-    timing = read_json(paths.TIMING) if paths.TIMING.is_file() else None
-    print(tables(load_evaluations(list(p.methods), p.seeds), COLUMNS if every_column else COMPACT + ("wall_s",),
-                 timing))
+    p = load_params(kept / "params.yaml" if kept else params_file)
+    evaluations = load_evaluations(list(p.methods), p.seeds, kept / "evaluate" if kept else paths.EVALUATIONS)
+    if keep:
+        keep_results(params_file, evaluations, keep)
+    compact = not (columns or every_column)
+    shown = tuple(columns.split(",")) if columns else COLUMNS if every_column else COMPACT + ("wall_s",)
+    times = read_json(paths.TIMING) if timing and not kept and paths.TIMING.is_file() else None
+    text = tables(evaluations, shown, times, digits=3 if compact else 4)
+    return text + ("\n\n" + recovery_table(evaluations) if recovery else "") + "\n"
+
+
+def keep_results(params_file: str, evaluations: dict, folder: Path) -> None:
+    """The params file, the evaluations and the plot data of a run, kept in `folder`
+    (results/<name>), so that its tables and figures come from committed files."""
+    import shutil
+
+    from lure import paths
+    from lure.io import write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(params_file, folder / "params.yaml")
+    for method, runs in evaluations.items():
+        for seed, evaluation in runs.items():
+            write_json(paths.evaluation(method, seed, folder / "evaluate"), evaluation)
+    for plot in (paths.ACCURACY_PLOT, paths.STABILITY_PLOT, paths.CORRUPTION_PLOT, paths.RELIABILITY_PLOT):
+        if plot.is_file():
+            shutil.copyfile(plot, folder / plot.name)
+
+
+README_BLOCK = re.compile(r"(<!-- lure results(?P<args>[^>]*) -->\n)(?P<body>.*?)(<!-- /lure results -->)", re.S)
+
+
+@app.command()
+@reports_errors
+def readme(check_only: bool = typer.Option(False, "--check", help="only say whether README.md is current")) -> None:
+    """Write README.md's result tables again from the committed metrics and results folders."""
+    text = Path("README.md").read_text()
+    current = readme_text(text)
+    if check_only:
+        if current != text:
+            raise LureError("README.md's result tables differ from the committed results: uv run lure readme")
+        print("README.md's result tables are current")
+        return
+    Path("README.md").write_text(current)
+
+
+def readme_text(text: str) -> str:
+    """README text with each block `<!-- lure results ARGS -->...<!-- /lure results -->` holding
+    what `lure results ARGS --no-timing` prints."""
+    import shlex
+
+    def block(match: re.Match) -> str:
+        options = shlex.split(match["args"])
+        kept = Path(options[options.index("--from") + 1]) if "--from" in options else None
+        columns = options[options.index("--columns") + 1] if "--columns" in options else None
+        body = results_text(kept=kept, every_column="--all" in options, columns=columns,
+                            recovery="--recovery" in options, timing=False)
+        return match.group(1) + "\n" + body + "\n" + match.group(4)
+
+    return README_BLOCK.sub(block, text)
 
 
 @app.command(name="params")

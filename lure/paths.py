@@ -91,13 +91,16 @@ def curves_log(method: str, seed: int, k: int) -> Path:
     return _seed_dir(METRICS / "stream", seed) / method / f"chunk_{k}"
 
 
-def evaluation(method: str, seed: int) -> Path:
-    return _seed_dir(METRICS / "evaluate", seed) / f"{method}.json"
+EVALUATIONS = METRICS / "evaluate"
+
+
+def evaluation(method: str, seed: int, folder: Path = EVALUATIONS) -> Path:
+    return _seed_dir(folder, seed) / f"{method}.json"
 
 
 def reliability_bins(method: str, seed: int) -> Path:
     """The last model's reliability bins on the clean test set (pooled over seeds by the report)."""
-    return _seed_dir(METRICS / "evaluate", seed) / f"{method}-reliability.csv"
+    return _seed_dir(EVALUATIONS, seed) / f"{method}-reliability.csv"
 
 
 def chunks_beyond(method: str, seed: int, n_chunks: int) -> list[Path]:
@@ -138,7 +141,7 @@ def stage_inputs(stage: str, method: str = "", seed: int = 0, k: int = 0) -> lis
         "corrupt": lambda: [PREPARED / TEST],
         "evaluate": lambda: [PREPARED, CORRUPTED, method_models(method, seed), learn_metrics(seed),
                              method_relearn_metrics(method, seed)],
-        "report": lambda: [METRICS / "evaluate", METRICS / "stream", METRICS / "learn"],
+        "report": lambda: [EVALUATIONS, METRICS / "stream", METRICS / "learn"],
     }[stage]()
 
 

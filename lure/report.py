@@ -27,12 +27,13 @@ COMPACT = ("final_acc", "anytime_acc", "cer", "ece", "mca", "gap_depth")
 Evaluations = dict[str, dict[int, dict]]  # method -> run seed -> evaluation
 
 
-def load_evaluations(methods: list[str], seeds: list[int]) -> Evaluations:
+def load_evaluations(methods: list[str], seeds: list[int], folder: Path = paths.EVALUATIONS) -> Evaluations:
+    """The evaluate stages' results, from metrics/evaluate or a folder of kept results."""
     evaluations: Evaluations = {}
     for method in methods:
         evaluations[method] = {}
         for seed in seeds:
-            path = paths.evaluation(method, seed)
+            path = paths.evaluation(method, seed, folder)
             if not path.is_file():
                 raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
             evaluations[method][seed] = read_json(path)
@@ -192,44 +193,67 @@ def reliability_csv(rows: list[dict]) -> str:
 # --- tables ---------------------------------------------------------------------------------------
 
 
-def _fmt(value: float | int) -> str:
-    return str(value) if isinstance(value, int) else f"{value:.4f}"
+def _fmt(value: float | int | None, digits: int = 4) -> str:
+    """Counts as they are; shares with `digits` decimals; seconds and means of counts with one."""
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.1f}" if abs(value) >= 10 else f"{value:.{digits}f}"
 
 
-def _cell(row: dict, name: str) -> str:
+def _cell(row: dict, name: str, digits: int = 4) -> str:
     """`mean ± std` with two seeds or more, the value alone with one."""
     spread = row.get(f"{name}_std")
     if spread is None:
-        return _fmt(row[name])
-    return _fmt(row[name]) + (" ± 0" if spread == 0 else f" ± {spread:.4f}")  # 0: the same in every run
+        return _fmt(row[name], digits)
+    return _fmt(row[name], digits) + (" ± 0" if spread == 0 else f" ± {_fmt(spread, digits)}")  # 0: in every run
 
 
-def markdown_table(summary_rows: dict[str, dict], columns: tuple[str, ...] = COLUMNS) -> str:
+def markdown_table(summary_rows: dict[str, dict], columns: tuple[str, ...] = COLUMNS, digits: int = 4) -> str:
     columns = [c for c in columns if all(c in row for row in summary_rows.values())]
     header = "| method | " + " | ".join(columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
-    rows = [f"| {m} | " + " | ".join(_cell(row, c) for c in columns) + " |" for m, row in summary_rows.items()]
+    rows = [f"| {m} | " + " | ".join(_cell(row, c, digits) for c in columns) + " |" for m, row in summary_rows.items()]
     return "\n".join([header, rule, *rows])
 
 
-def accuracy_table(evaluations: Evaluations) -> str:
+def accuracy_table(evaluations: Evaluations, digits: int = 4) -> str:
     """Test accuracy after every chunk, one row per method (mean ± std over the seeds)."""
     rows = accuracy_rows(evaluations)
     chunks = sorted({r["chunk"] for r in rows})
     header = "| method | " + " | ".join(f"chunk {k}" for k in chunks) + " |"
     rule = "|---|" + "---:|" * len(chunks)
-    cells = {(r["method"], r["chunk"]): _cell(r, "test_acc") for r in rows}
+    cells = {(r["method"], r["chunk"]): _cell(r, "test_acc", digits) for r in rows}
     lines = [f"| {m} | " + " | ".join(cells[m, k] for k in chunks) + " |" for m in evaluations]
     return "\n".join([header, rule, *lines])
 
 
-def tables(evaluations: Evaluations, columns: tuple[str, ...] = COLUMNS, timing: dict[str, dict] | None = None) -> str:
+def recovery_table(evaluations: Evaluations) -> str:
+    """Updates until old-data accuracy was back at its level before each chunk, one row per method
+    (the mean over the seeds; `never`, or how many seeds never got it back)."""
+    chunks = sorted({int(c.removeprefix("chunk_")) for runs in evaluations.values() for e in runs.values()
+                     for c, values in e["chunks"].items() if "stability" in values})
+    header = "| method | " + " | ".join(f"after chunk {k}" for k in chunks) + " |"
+    lines = [header, "|---|" + "---:|" * len(chunks)]
+    for method, runs in evaluations.items():
+        cells = []
+        for k in chunks:
+            gaps = [e["chunks"][f"chunk_{k}"]["stability"] for e in runs.values()]
+            back = [g["recovery_updates"] for g in gaps if g["recovered"]]
+            never = len(gaps) - len(back)
+            cells.append("never" if not back else f"{round(statistics.fmean(back))}"
+                         + (f" ({never} of {len(gaps)} never)" if never else ""))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tables(evaluations: Evaluations, columns: tuple[str, ...] = COLUMNS, timing: dict[str, dict] | None = None,
+           digits: int = 4) -> str:
     """The per-method summary in `columns` (with the wall times of `timing`, where given), then
     accuracy after every chunk: what the report and `lure results` print."""
     seeds = list(next(iter(evaluations.values())))
     heading = f"mean ± std over {len(seeds)} run seeds ({', '.join(map(str, seeds))})\n\n" if len(seeds) > 1 else ""
     rows = {m: {**row, **(timing or {}).get(m, {})} for m, row in summary(evaluations).items()}
-    return heading + markdown_table(rows, columns) + "\n\n" + accuracy_table(evaluations)
+    return heading + markdown_table(rows, columns, digits) + "\n\n" + accuracy_table(evaluations, digits)
 
 
 def wall_times(evaluations: Evaluations) -> dict[str, dict]:
@@ -275,4 +299,4 @@ def report(methods: list[str], seeds: list[int]) -> Report:
         paths.RELIABILITY_PLOT: reliability_csv(reliability),
     }
     timing = wall_times(evaluations)
-    return Report(summary(evaluations), timing, plots, tables(evaluations, COMPACT + ("wall_s",), timing))
+    return Report(summary(evaluations), timing, plots, tables(evaluations, COMPACT + ("wall_s",), timing, digits=3))

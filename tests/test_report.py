@@ -12,7 +12,7 @@ from lure.errors import LureError
 from lure.io import write_json, write_text
 from lure.metrics import reliability
 from lure.report import accuracy_rows, pooled_reliability, read_reliability, report, stability_rows, summary_row, tables
-from tests.conftest import run_stage
+from tests.conftest import ROOT, run_stage
 
 
 def evaluation(final_acc: float, cer: int, chunk_acc: list[float], updates: int = 100) -> dict:
@@ -158,3 +158,44 @@ def test_stage_refuses_a_seed_not_in_seeds(tmp_path, params_dict, stage):
     assert "--seed 7: seeds in params.yaml lists only 0, 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == [tmp_path / "params.yaml"]
+
+
+def test_the_compact_table_fits_a_terminal_of_120_columns_with_three_seeds():
+    from lure.report import COLUMNS, COMPACT
+
+    final = {name: 0.987654 for name in COLUMNS if name not in ("cer", "updates", "never_recovered", "wall_s")}
+    runs = {s: {"final": {**final, "cer": 30 + s, "updates": 1500}, "chunks": {"chunk_1": {"test_acc": 0.9,
+                                                                                      "updates": 10}}}
+            for s in (0, 1, 2)}
+    evaluations = {name: runs for name in ("warm", "scratch", "lure", "continual_backprop")}
+    timing = {name: {"wall_s": 123.4, "wall_s_std": 5.6} for name in evaluations}
+    compact = tables(evaluations, COMPACT + ("wall_s",), timing, digits=3)
+    assert max(len(line) for line in compact.splitlines()) <= 120
+    assert "| 0.988 ± 0 |" in compact and "| 31 ± 1.000 |" in compact and "| 123.4 ± 5.600 |" in compact
+    assert max(len(line) for line in tables(evaluations).splitlines()) > 120  # the full table, on request
+
+
+def test_the_readmes_result_tables_are_what_the_committed_results_give():
+    """Every block <!-- lure results ARGS --> of README.md holds what `lure results ARGS` prints
+    from the committed metrics or a folder of kept results (results/<name>)."""
+    from lure.cli import README_BLOCK, readme_text
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = [m["args"].strip() for m in README_BLOCK.finditer(readme)]
+    assert "--all" in blocks  # the default pipeline's, from metrics/
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        assert readme_text(readme) == readme, "README.md is stale: uv run lure readme"
+
+
+def test_readme_blocks_are_rewritten_from_the_results(in_tmp, params_dict):
+    from lure.cli import readme_text
+
+    params_dict["methods"] = {"warm": {}}
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    write_run("warm", 0, evaluation(0.9, 30, [0.5, 0.9]), "0.9500,0.960000,1.000000,3\n")
+    text = "before\n<!-- lure results --columns final_acc,cer -->\nstale figures\n<!-- /lure results -->\nafter\n"
+    assert readme_text(text) == ("before\n<!-- lure results --columns final_acc,cer -->\n\n"
+                                 "| method | final_acc | cer |\n|---|---:|---:|\n| warm | 0.9000 | 30 |\n\n"
+                                 "| method | chunk 1 | chunk 2 |\n|---|---:|---:|\n| warm | 0.5000 | 0.9000 |\n\n"
+                                 "<!-- /lure results -->\nafter\n")
