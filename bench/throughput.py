@@ -144,7 +144,17 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(TrainSettings(device=args.device, deterministic=args.deterministic))
     images = load_images(args)
-    rows = []
+    cpu = f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:  # no git where the device check runs
+        commit = None
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu, "commit": commit,
+              "torch": torch.__version__, "python": platform.python_version(),
+              "data": "synthetic" if args.synthetic else "cifar10", "compile": args.compile,
+              "deterministic": args.deterministic, "baseline_workers": args.workers, "rows": []}
+    out = args.out or ROOT / "bench" / "results" / f"throughput-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     for config in args.configs.split(","):
         arch, batch = config.split(":")[0], int(config.split(":")[1])
         steps = args.steps
@@ -159,20 +169,12 @@ def main() -> None:
             base = baseline_train(model(), images, batch, steps, device, args.workers)
             row |= {"baseline_train_img_s": round(base), "speedup": round(row["train_img_s"] / base, 2)}
         row["eval_img_s"] = round(ours_eval(model().eval(), images, device, at_least=4 * len(images)))
-        rows.append(row)
+        result["rows"].append(row)
+        out.write_text(json.dumps(result, indent=2) + "\n")  # row by row: a run stopped early keeps its rows
         print(f"{arch:10s} batch {batch:4d}: train {row['train_img_s']:9d} img/s"
               + (f", baseline {row['baseline_train_img_s']:9d} img/s (x{row['speedup']:.2f})" if args.baseline else "")
               + f", eval {row['eval_img_s']:9d} img/s", flush=True)
-    cpu = f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"device": name, "commit": commit, "torch": torch.__version__, "python": platform.python_version(),
-              "data": "synthetic" if args.synthetic else "cifar10", "compile": args.compile,
-              "deterministic": args.deterministic, "baseline_workers": args.workers, "rows": rows}
-    out = args.out or ROOT / "bench" / "results" / f"throughput-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{name}; torch {torch.__version__}; wrote {out}")
+    print(f"{result['device']}; torch {torch.__version__}; wrote {out}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import typer
 
 from lure.config import PARAMS_FILE
@@ -31,8 +32,9 @@ def check(params_file: ParamsFile = PARAMS_FILE,
     methods = load_methods(p)
     where = check_source(p.data)
     device = pick_device(p.train)
-    if with_data:
-        check_chunks(p, load_source(p.data, p.seed).pool)
+    if with_data:  # what is there: prepare is the stage that downloads
+        data = p.data.model_copy(update={"download": False}) if hasattr(p.data, "download") else p.data
+        check_chunks(p, load_source(data, p.seed).pool)
     data = p.data
     print(f"{params_file}: valid")
     print(f"  data: {data.source}, {where}; {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}; "
@@ -67,19 +69,24 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
     from lure.io import read_json
     from lure.report import COLUMNS, COMPACT, load_evaluations, recovery_table, tables
 
-    p = load_params(kept / "params.yaml" if kept else params_file)
+    source = kept / "params.yaml" if kept else Path(params_file)
+    p = load_params(source)
     evaluations = load_evaluations(list(p.methods), p.seeds, kept / "evaluate" if kept else paths.EVALUATIONS)
     if keep:
-        keep_results(params_file, evaluations, keep)
+        keep_results(source, evaluations, keep, with_plots=kept is None)
     compact = not (columns or every_column)
-    shown = tuple(columns.split(",")) if columns else COLUMNS if every_column else COMPACT + ("wall_s",)
+    shown = tuple(c.strip() for c in columns.split(",")) if columns else COLUMNS if every_column else \
+        COMPACT + ("wall_s",)
+    unknown = [c for c in shown if c not in COLUMNS]
+    if unknown:
+        raise LureError(f"--columns: no column {', '.join(unknown)} (the columns: {', '.join(COLUMNS)})")
     times = read_json(paths.TIMING) if timing and not kept and paths.TIMING.is_file() else None
     text = tables(evaluations, shown, times, digits=3 if compact else 4)
     return text + ("\n\n" + recovery_table(evaluations) if recovery else "") + "\n"
 
 
-def keep_results(params_file: str, evaluations: dict, folder: Path) -> None:
-    """The params file, the evaluations and the plot data of a run, kept in `folder`
+def keep_results(params_file: Path, evaluations: dict, folder: Path, with_plots: bool) -> None:
+    """The params file, the evaluations and (from a run's metrics/) the plot data, kept in `folder`
     (results/<name>), so that its tables and figures come from committed files."""
     import shutil
 
@@ -87,16 +94,18 @@ def keep_results(params_file: str, evaluations: dict, folder: Path) -> None:
     from lure.io import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(params_file, folder / "params.yaml")
+    if params_file.resolve() != (folder / "params.yaml").resolve():
+        shutil.copyfile(params_file, folder / "params.yaml")
     for method, runs in evaluations.items():
         for seed, evaluation in runs.items():
             write_json(paths.evaluation(method, seed, folder / "evaluate"), evaluation)
     for plot in (paths.ACCURACY_PLOT, paths.STABILITY_PLOT, paths.CORRUPTION_PLOT, paths.RELIABILITY_PLOT):
-        if plot.is_file():
+        if with_plots and plot.is_file():
             shutil.copyfile(plot, folder / plot.name)
 
 
-README_BLOCK = re.compile(r"(<!-- lure results(?P<args>[^>]*) -->\n)(?P<body>.*?)(<!-- /lure results -->)", re.S)
+README_BLOCK = re.compile(r"(<!-- lure (?P<kind>results|bench)(?P<args>[^>]*) -->\n)(?P<body>.*?)"
+                          r"(<!-- /lure (?P=kind) -->)", re.S)
 
 
 @app.command()
@@ -115,18 +124,58 @@ def readme(check_only: bool = typer.Option(False, "--check", help="only say whet
 
 def readme_text(text: str) -> str:
     """README text with each block `<!-- lure results ARGS -->...<!-- /lure results -->` holding
-    what `lure results ARGS --no-timing` prints."""
+    what `lure results ARGS --no-timing` prints, and each `<!-- lure bench NAME -->` block the
+    table of bench/results/NAME.json."""
     import shlex
 
+    opened = text.count("<!-- lure results") + text.count("<!-- lure bench")
+    blocks = list(README_BLOCK.finditer(text))
+    if len(blocks) != opened:
+        raise LureError(f"README.md: {opened} generated blocks open, {len(blocks)} close as they should")
+
     def block(match: re.Match) -> str:
-        options = shlex.split(match["args"])
-        kept = Path(options[options.index("--from") + 1]) if "--from" in options else None
-        columns = options[options.index("--columns") + 1] if "--columns" in options else None
-        body = results_text(kept=kept, every_column="--all" in options, columns=columns,
-                            recovery="--recovery" in options, timing=False)
-        return match.group(1) + "\n" + body + "\n" + match.group(4)
+        words = shlex.split(match["args"])
+        if match["kind"] == "bench":
+            if len(words) != 1:
+                raise LureError(f"README.md: `<!-- lure bench{match['args']} -->` names no one result file")
+            body = bench_table(words[0])
+        else:  # the options as `lure results` reads them
+            command = typer.main.get_command(app).commands["results"]
+            try:
+                options = command.make_context("results", [*words, "--no-timing"]).params
+            except click.ClickException as err:
+                raise LureError(f"README.md: `<!-- lure results{match['args']} -->`: {err.format_message()}") from None
+            body = results_text(kept=options["kept"], every_column=options["every_column"],
+                                columns=options["columns"], recovery=options["recovery"], timing=False)
+        return match.group(1) + "\n" + body + "\n" + match.group(5)
 
     return README_BLOCK.sub(block, text)
+
+
+def bench_table(name: str) -> str:
+    """A benchmark's committed result (bench/results/NAME.json) as a Markdown table."""
+    from lure.io import read_json
+
+    path = Path("bench/results") / f"{name}.json"
+    if not path.is_file():
+        raise LureError(f"{path}: no such result; run the benchmark of bench/ that writes it")
+    r, files = read_json(path), [path]
+    if name.startswith("pipeline"):
+        lines = ["| step | seconds | target |", "|---|---:|---:|",
+                 f"| first `uv run dvc repro` after install ({r['stages_run']} stages run) | {r['first_repro_s']} | "
+                 f"≤ {r['targets']['first_repro_s']} |",
+                 f"| no-op `uv run dvc repro` | {r['noop_repro_s']} | ≤ {r['targets']['noop_repro_s']} |"]
+        if "tests_s" in r:
+            lines.append(f"| `uv run pytest` ({r['tests']}) | {r['tests_s']} | ≤ {r['targets']['tests_s']} |")
+        about = f"{r['machine']['cores']} cores, {r['machine']['cpu']}; torch {r['versions']['torch']}"
+    else:
+        lines = ["| model | batch | ours (img/s) | baseline (img/s) | ours / baseline | eval (img/s) |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {row['model']} | {row['batch']} | {row['train_img_s']} | "
+                  f"{row.get('baseline_train_img_s', '-')} | {row.get('speedup', '-')} | {row['eval_img_s']} |"
+                  for row in r["rows"]]
+        about = f"{r['device']}; torch {r['torch']}"
+    return "\n".join(lines) + f"\n\n({about}; commit {r['commit'][:10]}, {files[0].as_posix()})\n"
 
 
 @app.command(name="params")

@@ -83,8 +83,9 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def unreadable(path: str | Path, err: Exception) -> LureError:
     """The message for a file that is there but cannot be read."""
-    return LureError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else '-'}): "
-                     f"`uv run dvc checkout {path}` restores it from DVC's cache, `uv run dvc repro` makes it again")
+    reason = f"{type(err).__name__}: {str(err).splitlines()[0]}" if str(err) else type(err).__name__
+    return LureError(f"{path} cannot be read ({reason}): `uv run dvc checkout` restores what DVC keeps, "
+                     f"`git checkout -- {path}` what git does, and `uv run dvc repro` makes it again")
 
 
 def read_json(path: str | Path) -> Any:

@@ -8,6 +8,7 @@ Every run's outputs sit under its seed first (`seed_<s>/`), then the method: a m
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 PREPARED = Path("data/prepared")  # the chunks and the test set, as uint8 arrays
@@ -103,15 +104,18 @@ def reliability_bins(method: str, seed: int) -> Path:
     return _seed_dir(EVALUATIONS, seed) / f"{method}-reliability.csv"
 
 
+def chunk_number(name: str) -> int | None:
+    """k of a chunk's name as the pipeline writes it (chunk_<k>, chunk_<k>.pt, chunk_<k>.json)."""
+    match = re.fullmatch(r"chunk_(\d+)(\.pt|\.json)?", name)
+    return int(match.group(1)) if match else None
+
+
 def chunks_beyond(method: str, seed: int, n_chunks: int) -> list[Path]:
     """What is left of chunks after the n-th in a run's folders: the outputs of relearn stages
     that no longer exist since a chunk was taken off params.yaml."""
-    def k_of(path: Path) -> int:
-        return int(path.name.removeprefix("chunk_").removesuffix(path.suffix) or 0)
-
     folders = [method_models(method, seed), method_relearn_metrics(method, seed), curves_log(method, seed, 1).parent]
-    return sorted(path for folder in folders if folder.is_dir() for path in folder.glob("chunk_*")
-                  if k_of(path) > n_chunks)
+    return sorted(path for folder in folders if folder.is_dir() for path in folder.iterdir()
+                  if (chunk_number(path.name) or 0) > n_chunks)
 
 
 # --- the stages' files, as dvc.yaml declares them ------------------------------------------------

@@ -10,6 +10,7 @@ editors can watch them while the stage runs.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ class Log:
         from dvclive import Live  # ~1.5 s to import: only the training stages log
 
         self.directory = Path(directory)
+        self.made = [p for p in [self.directory, *self.directory.parents] if not p.exists()]  # to undo on failure
         self.live = Live(dir=str(self.directory), dvcyaml=None, save_dvc_exp=False, report=None)
 
     def __enter__(self) -> Log:
@@ -38,18 +40,16 @@ class Log:
         if error is None:
             return
         shutil.rmtree(self.directory, ignore_errors=True)
-        for parent in self.directory.parents:  # and the folders it made, left empty
-            if parent.resolve() == Path.cwd():
-                break
+        for folder in self.made[1:]:  # the folders above it that it made, if nothing else went there
             try:
-                parent.rmdir()
+                folder.rmdir()
             except OSError:
                 break
 
     def log(self, step: int, **values: float | None) -> None:
         self.live.step = step
         for name, value in values.items():
-            if value is not None:
+            if value is not None and math.isfinite(value):  # an empty epoch has no loss
                 self.live.log_metric(name, value)
 
     def close(self, timing: dict[str, float]) -> None:
@@ -63,7 +63,7 @@ class Progress(Hook):
 
     def __init__(self, label: str, log: Log | None = None, terminal: bool | None = None) -> None:
         self.label, self.log = label, log
-        self.terminal = sys.stdout.isatty() if terminal is None else terminal
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal  # tqdm draws on stderr
         self.bar = None
         self.start = self.last_line = 0.0
 

@@ -122,7 +122,7 @@ def accuracy_rows(evaluations: Evaluations) -> list[dict]:
         spent = 0
         for chunk, values in evaluation["chunks"].items():
             spent += values["updates"]
-            rows.append({"method": method, "chunk": int(chunk.removeprefix("chunk_")),
+            rows.append({"method": method, "chunk": paths.chunk_number(chunk),
                          "test_acc": values["test_acc"], "cum_updates": spent})
     return averaged(rows, ("method", "chunk"), ("test_acc", "cum_updates"), spread=("test_acc",))
 
@@ -136,7 +136,7 @@ def stability_rows(evaluations: Evaluations) -> list[dict]:
     rows = []
     for method, seed, evaluation in _runs(evaluations):
         for chunk in evaluation["chunks"]:
-            k = int(chunk.removeprefix("chunk_"))
+            k = paths.chunk_number(chunk)
             for data in ("old", "new"):
                 curve = read_curve(paths.curves_log(method, seed, k), data) if k > 1 else None
                 for i, (step, accuracy) in enumerate(curve or []):
@@ -230,17 +230,20 @@ def accuracy_table(evaluations: Evaluations, digits: int = 4) -> str:
 def recovery_table(evaluations: Evaluations) -> str:
     """Updates until old-data accuracy was back at its level before each chunk, one row per method
     (the mean over the seeds; `never`, or how many seeds never got it back)."""
-    chunks = sorted({int(c.removeprefix("chunk_")) for runs in evaluations.values() for e in runs.values()
+    chunks = sorted({paths.chunk_number(c) for runs in evaluations.values() for e in runs.values()
                      for c, values in e["chunks"].items() if "stability" in values})
+    if not chunks:
+        raise LureError("no recovery to show: these runs had no continual evaluation (stability.every: 0)")
     header = "| method | " + " | ".join(f"after chunk {k}" for k in chunks) + " |"
     lines = [header, "|---|" + "---:|" * len(chunks)]
     for method, runs in evaluations.items():
         cells = []
         for k in chunks:
-            gaps = [e["chunks"][f"chunk_{k}"]["stability"] for e in runs.values()]
+            gaps = [e["chunks"].get(f"chunk_{k}", {}).get("stability") for e in runs.values()]
+            gaps = [g for g in gaps if g]
             back = [g["recovery_updates"] for g in gaps if g["recovered"]]
             never = len(gaps) - len(back)
-            cells.append("never" if not back else f"{round(statistics.fmean(back))}"
+            cells.append("-" if not gaps else "never" if not back else f"{round(statistics.fmean(back))}"
                          + (f" ({never} of {len(gaps)} never)" if never else ""))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -258,18 +261,18 @@ def tables(evaluations: Evaluations, columns: tuple[str, ...] = COLUMNS, timing:
 
 def wall_times(evaluations: Evaluations) -> dict[str, dict]:
     """Per method: the forgetting and training seconds of a run over all its chunks (chunk 1's
-    learning included), mean (and std) over the seeds, from the training stages' timing.json;
-    a run whose logs are gone counts for nothing."""
+    learning included), mean (and std) over the seeds, from the training stages' timing.json; a
+    method is left out where a run's logs are gone, rather than averaged over fewer seeds."""
     rows = {}
     for method, runs in evaluations.items():
         seconds = []
         for seed, evaluation in runs.items():
-            later = sorted(int(c.removeprefix("chunk_")) for c in evaluation["chunks"])[1:]
+            later = sorted(paths.chunk_number(c) for c in evaluation["chunks"])[1:]
             files = [paths.learn_log(seed) / "timing.json", *(paths.curves_log(method, seed, k) / "timing.json"
                                                              for k in later)]
             if all(f.is_file() for f in files):
                 seconds.append(round(sum(sum(read_json(f).values()) for f in files), 3))
-        if seconds:
+        if len(seconds) == len(runs):
             rows[method] = {}
             with_mean_and_std(rows[method], "wall_s", seconds)
     return rows

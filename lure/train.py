@@ -83,7 +83,9 @@ class NotFinite(LureError):
     """The loss or the weights stopped being finite: the run diverged."""
 
     def __init__(self, what: str, update: int, where: str = "") -> None:
-        super().__init__(f"the {what} is not finite at update {update}" + (f" ({where})" if where else ""))
+        when = f"at update {update}" if what == "loss" else f"by update {update}"  # weights: checked per epoch
+        super().__init__(f"the {what} {'is' if what == 'loss' else 'are'} not finite {when}"
+                         + (f" ({where})" if where else ""))
         self.what, self.update = what, update
 
     def of_run(self, run: str, lr: float) -> LureError:

@@ -10,6 +10,8 @@ from lure.io import remove, write_json, write_text
 
 def main(method: str, seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
     p = load_params(params_file)
+    p.check_method(method)
+    p.check_run_seed(seed)
     for stale in paths.chunks_beyond(method, seed, p.n_chunks):  # DVC leaves the outputs of removed stages
         remove(stale)
         print(f"removed {stale}: chunk no longer in {params_file}")

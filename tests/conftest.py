@@ -23,10 +23,14 @@ def _devices() -> list:
 @pytest.fixture(params=_devices())
 def device(request):
     """Every device this machine has: the CPU always, CUDA where there is one. The tests that take
-    it are the GPU test suite when run on a GPU machine (pytest -k cuda)."""
+    it are the GPU test suite when run on a GPU machine (pytest -k cuda). On CUDA they run without
+    cuDNN's TF32 convolutions, so that results compare with the CPU's to fp32's precision."""
     import torch
 
-    return torch.device(request.param)
+    allowed = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield torch.device(request.param)
+    torch.backends.cudnn.allow_tf32 = allowed
 
 
 @pytest.fixture

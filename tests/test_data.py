@@ -77,7 +77,8 @@ def test_prepared_chunks_hold_real_disjoint_images(params_dict, in_tmp):
     total = sum(len(part) for part in images)
     digits = load_digits()
     # Every stored image is a digits image (0..16 scaled to 0..255), labels kept.
-    source = {np.rint(img * (255 / 16)).astype(np.uint8)[None].tobytes(): y for img, y in zip(digits.images, digits.target)}
+    source = {np.rint(img * (255 / 16)).astype(np.uint8)[None].tobytes(): y
+              for img, y in zip(digits.images, digits.target)}
     assert all(x.tobytes() in source for part in images for x in part)
     assert all(source[x.tobytes()] == y for c in chunks for x, y in zip(c.train.x, c.train.y))
     # No image shared between chunks or with the test set (digits has a few exact duplicates).

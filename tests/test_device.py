@@ -8,6 +8,7 @@ import torch
 from lure.config import TrainSettings
 from lure.corruptions import STANDARD, corrupt_images
 from lure.data import Images
+from lure.device import pick_device
 from lure.methods import METHODS, Boundary
 from lure.methods.lure import Lure, snip_saliency
 from lure.metrics import calibration
@@ -51,6 +52,7 @@ def test_crop_flip_on_the_device_matches_its_definition(device):
 
 
 def short_fit(device: torch.device, **settings):
+    pick_device(TrainSettings(device=device.type))  # as a stage sets it up: deterministic algorithms on CUDA
     torch.manual_seed(0)
     train, val = on(digits_images(0, 320), device), on(digits_images(320, 420), device)
     model = small_cnn(1, 10, width=8).to(device)

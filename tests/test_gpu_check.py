@@ -24,7 +24,8 @@ def test_pack_lists_what_the_gpu_machine_lacks_and_refuses_more_than_a_call_carr
     manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
     carried = {line.split("==")[0] for line in manifest["carried"]}
     assert {"pydantic", "pydantic-core", "dvc", "dvclive", "pygit2"} <= carried  # not in the image
-    assert {"torch", "torchvision", "numpy", "scikit-learn", "typer"} <= set(manifest["from_image"])
+    from_image = {line.split("==")[0] for line in manifest["from_image"]}
+    assert {"torch", "torchvision", "numpy", "scikit-learn", "typer"} <= from_image
     assert not any(name.startswith(("nvidia-", "torch")) for name in carried)
     too_big = check("pack", "--out", str(tmp_path / "big"), "--synthetic", "--train-images", "25000", "--no-wheels")
     assert too_big.returncode != 0 and "over the 64 MiB" in too_big.stderr
@@ -54,6 +55,8 @@ def test_every_part_of_the_run_completes_on_the_cpu(tmp_path):
     # the paper: chunks of 6250 (5625 for training), 50 epochs, full replay: chunk k trains on k chunks
     assert projection["train_images"] == {"learn": 5625 * 50, **{m: 5625 * 50 * sum(range(2, 9))
                                                                   for m in ("warm", "scratch", "lure")}}
+    assert projection["evaluated_images"]["lure"] > 625 * 50 * sum(range(2, 9))  # validation, probes and more
     assert projection["minutes_warm_scratch_lure"] == pytest.approx(sum(projection["minutes"].values()))
+    assert results["image_versions"]["numpy"]  # what the image (here: this environment) holds
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == \
         ["repro.log", "results.json", "tests.log", "throughput.log"]  # what comes back from a device call

@@ -97,5 +97,6 @@ def test_temperature_scaling_recovers_a_known_temperature():
     labels = torch.distributions.Categorical(logits=true_logits).sample()  # calibrated at T = 1
     assert fit_temperature(true_logits * 2.5, labels) == pytest.approx(2.5, rel=0.05)  # over-confident by 2.5
     overconfident = calibration(true_logits * 2.5, labels)["ece"]
-    rescaled = expected_calibration_error((true_logits * 2.5 / fit_temperature(true_logits * 2.5, labels)).softmax(1), labels)
+    temperature = fit_temperature(true_logits * 2.5, labels)
+    rescaled = expected_calibration_error((true_logits * 2.5 / temperature).softmax(1), labels)
     assert rescaled < overconfident / 3

@@ -14,7 +14,8 @@ from tests.conftest import SHARED_DATA, needs_shared_data
 
 @pytest.fixture(scope="module")
 def cifar10():
-    return load_source(TorchvisionData(source="cifar10", root=SHARED_DATA / "cifar10", download=False, chunk_size=100), 0)
+    data = TorchvisionData(source="cifar10", root=SHARED_DATA / "cifar10", download=False, chunk_size=100)
+    return load_source(data, 0)
 
 
 @needs_shared_data

@@ -219,7 +219,7 @@ def test_plain_progress_lines_when_the_output_is_not_a_terminal(capsys, tmp_path
 
     monkeypatch.setattr(lure.progress, "PLAIN_EVERY_S", 0.0)  # a line every epoch, as a long stage gets
     out = fit_with_progress(False, capsys, tmp_path).out.splitlines()
-    assert [line.split(",")[0] for line in out] == ["  lure seed 0 chunk 2: epoch 1/3", "  lure seed 0 chunk 2: epoch 2/3"]
+    assert [line.split(",")[0] for line in out] == [f"  lure seed 0 chunk 2: epoch {e}/3" for e in (1, 2)]
     assert all(" loss " in line and " train " in line and " val " in line and " img/s " in line
                and line.endswith(" s left") for line in out)
     # the curves are logged as they go: three epochs, at the updates so far (4 a chunk of 64 in 16s)
@@ -249,3 +249,89 @@ def test_a_relearn_stage_run_again_writes_the_same_metrics_bytes(learned, tmp_pa
     assert not {"train_s", "forget_s", "wall_s"} & set(json.loads(runs[0]))
     timing = json.loads((root / "metrics" / "stream" / "seed_0" / "lure" / "chunk_2" / "timing.json").read_text())
     assert set(timing) == {"forget_s", "train_s"} and timing["train_s"] > 0
+
+
+class Poison:
+    """A hook that makes a weight NaN after the update `at` (1-based)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def before_fit(self, trainer):
+        pass
+
+    def before_step(self, trainer):
+        pass
+
+    def after_step(self, trainer):
+        if trainer.updates == self.at:
+            with torch.no_grad():
+                next(trainer.model.parameters())[0].fill_(float("nan"))
+
+    def after_epoch(self, trainer, epoch, stats):
+        pass
+
+    def after_fit(self, trainer):
+        pass
+
+
+@pytest.mark.parametrize("at, message", [(5, "the loss is not finite at update 6 (epoch 2 of 3)"),
+                                         (8, "the weights are not finite by update 8 (epoch 2 of 3)")])
+def test_the_loop_names_the_update_where_the_run_diverged(at, message):
+    from lure.config import TrainSettings
+    from lure.models import small_cnn
+    from lure.train import NotFinite, fit
+    from tests.conftest import digits_images
+
+    torch.manual_seed(0)
+    with pytest.raises(NotFinite, match=message.replace("(", r"\(").replace(")", r"\)")):
+        # 4 updates an epoch (64 images in 16s): update 5 is the first of epoch 2, update 8 its last
+        fit(small_cnn(1, 10, width=4), digits_images(0, 64), digits_images(64, 96),
+            TrainSettings(epochs=3, batch_size=16, lr_milestones=[]), torch.Generator().manual_seed(0),
+            hooks=[Poison(at)])
+
+
+def test_a_failed_log_removes_itself_and_the_folders_it_made_only(tmp_path):
+    from lure.progress import Log
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "kept.json").write_text("{}")
+    with pytest.raises(RuntimeError):
+        with Log(tmp_path / "metrics" / "stream" / "seed_0" / "lure" / "chunk_2") as log:
+            log.log(0, old_acc=0.5)
+            raise RuntimeError("the stage failed")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept.json", "metrics"]
+
+
+def test_chunks_beyond_the_last_are_the_removed_chunks_outputs_only(in_tmp):
+    from lure import paths
+
+    for method in ("lure", "lure_sgm"):
+        for k in (1, 2, 3, 10):
+            for path in (paths.model(method, 0, k), paths.relearn_metrics(method, 0, k)):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("")
+            paths.curves_log(method, 0, k).mkdir(parents=True, exist_ok=True)
+    (paths.method_models("lure", 0) / "chunk_3.pt.bak").write_text("")  # not the pipeline's: left alone
+    stale = paths.chunks_beyond("lure", 0, 2)
+    assert sorted(str(p) for p in stale) == sorted(
+        str(p) for k in (3, 10) for p in (paths.model("lure", 0, k), paths.relearn_metrics("lure", 0, k),
+                                          paths.curves_log("lure", 0, k)))
+
+
+def test_results_kept_and_printed_from_their_folder(learned, tmp_path):
+    root = copy_of(learned, tmp_path)
+    for stage in [("stages.relearn", "lure", "2", "--seed", "0"), ("stages.corrupt",),
+                  ("stages.evaluate", "lure", "--seed", "0")]:
+        assert run_stage(*stage, cwd=root).returncode == 0
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"] = {"lure": {}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    kept = run_stage("lure.cli", "results", "--keep", "results/tiny", cwd=root)
+    assert kept.returncode == 0, kept.stderr
+    (root / "metrics").rename(root / "gone")  # the kept folder stands on its own
+    again = run_stage("lure.cli", "results", "--from", "results/tiny", cwd=root)
+    assert again.returncode == 0 and again.stdout == kept.stdout
+    assert "| lure |" in again.stdout
+    assert_refused(run_stage("lure.cli", "results", "--from", "results/tiny", "--columns", "final_acc,speed",
+                             cwd=root), "--columns: no column speed")

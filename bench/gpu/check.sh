@@ -5,7 +5,8 @@
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .gpu/wheels/*.whl || exit
-mkdir -p /tmp/bin && ln -sf "$(command -v python3)" /tmp/bin/python   # dvc.yaml's stages run `python`
+# dvc.yaml's stages run `python`: a shim to the image's python3 (a link would lose its virtual environment)
+mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python && chmod +x /tmp/bin/python
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1 PATH="/tmp/bin:/tmp/site/bin:$PATH"
 python3 -c "import dvc, dvclive, pydantic, lure.cli; print('packages: dvc', dvc.__version__)" || exit
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv

@@ -52,8 +52,9 @@ def snip_saliency(
     grads = [torch.zeros_like(t) for t in tensors]
     device_type = tensors[0].device.type if tensors else "cpu"
     for x, y in batches:
-        # fp32 whatever autocast the caller runs under, for the backward pass too (it follows the caller's)
-        with torch.autocast(device_type, enabled=False):
+        # fp32 whatever autocast the caller runs under, for the backward pass too (it follows the
+        # caller's), and without cuDNN's TF32 convolutions, which PyTorch allows by default
+        with torch.autocast(device_type, enabled=False), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             loss = F.cross_entropy(probe(as_float(x)), y)
             for g, dg in zip(grads, torch.autograd.grad(loss, tensors)):
                 g += dg.abs()
