@@ -6,12 +6,13 @@ parameter at one severity (SEVERITIES) and `g` a CPU generator: random draws are
 and moved to x's device, so a corrupted copy does not depend on the device that made it. Sizes in
 pixels are the CIFAR (32 px) values; they are used as they are for other image sizes.
 
-Where the original relies on tools we do not use, the approximation is stated where it is made:
-glass blur's pixel swaps, ImageMagick's motion blur, the frost photographs (a synthetic texture).
+FOLLOWS says, per corruption, how closely it follows the original generator (make_cifar_c.py);
+bench/corruptions.py measures it against the original run as released.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable, Iterator
@@ -56,6 +57,31 @@ STANDARD = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "gl
             "jpeg_compression")
 EXTRAS = ("speckle_noise", "gaussian_blur", "saturate")  # spatter (needs edge maps) is not provided
 
+# How each follows the original: "exact" (deterministic, the original's computation), "in
+# distribution" (the original's computation on draws of our own seeded generator: the original's
+# draws give its images) or "approximate" (and where it departs). bench/corruptions.py measures it.
+FOLLOWS: dict[str, tuple[str, str]] = {
+    "gaussian_noise": ("in distribution", ""),
+    "shot_noise": ("in distribution", ""),
+    "impulse_noise": ("in distribution", "salt and pepper as skimage draws it"),
+    "defocus_blur": ("exact", ""),
+    "glass_blur": ("in distribution", "the original's pixel copies (not swaps), after storing as uint8"),
+    "motion_blur": ("approximate", "ImageMagick's motion blur drawn as 2·radius + 1 Gaussian weights on the pixel grid"),
+    "zoom_blur": ("exact", "the original's integer crop before each zoom"),
+    "snow": ("approximate", "its motion blur as motion_blur's"),
+    "frost": ("in distribution", "the original's photographs; their 0.2x shrink in float where OpenCV rounds"),
+    "fog": ("in distribution", ""),
+    "brightness": ("exact", ""),
+    "contrast": ("exact", ""),
+    "elastic_transform": ("in distribution", "two resamplings as the original; source positions in float "
+                          "where OpenCV's warpAffine rounds them to 1/32 px"),
+    "pixelate": ("exact", "through Pillow, as the original"),
+    "jpeg_compression": ("exact", "through Pillow, as the original"),
+    "speckle_noise": ("in distribution", ""),
+    "gaussian_blur": ("exact", ""),
+    "saturate": ("exact", ""),
+}
+
 
 # --- building blocks ----------------------------------------------------------------------------
 
@@ -73,12 +99,23 @@ def _uniform(shape, g: torch.Generator, low: float, high: float, device) -> Tens
 
 
 def _pad(x: Tensor, p: int, mode: str = "reflect") -> Tensor:
-    """Reflect padding where the image is large enough, else replicate (tiny images)."""
+    """Pad the images by p on every side. reflect: about the edge pixel (OpenCV's default,
+    BORDER_REFLECT_101; replicate where the image is too small for it); symmetric: about the edge
+    itself, the edge pixel repeated (scipy's and skimage's `reflect`); replicate: the edge pixel."""
     if p == 0:
         return x
+    if mode == "symmetric":
+        h, w = x.shape[-2:]
+        return x[..., _symmetric(h, p, x.device)[:, None], _symmetric(w, p, x.device)[None, :]]
     if mode == "reflect" and p >= min(x.shape[-2:]):
         mode = "replicate"
     return F.pad(x, (p, p, p, p), mode=mode)
+
+
+def _symmetric(n: int, p: int, device) -> Tensor:
+    """Indices of 0..n-1 padded by p on both sides, mirrored about the edges (d c b a | a b c d)."""
+    i = torch.arange(-p, n + p, device=device) % (2 * n)
+    return torch.where(i < n, i, 2 * n - 1 - i)
 
 
 def _filter(x: Tensor, kernels: Tensor, mode: str = "reflect") -> Tensor:
@@ -179,12 +216,18 @@ def _plasma_like(x: Tensor, decay: float, g: torch.Generator) -> Tensor:
     return plasma_fractal(n, size, decay, g, x.device)[:, None, :h, :w]
 
 
-def _zoom_centre(x: Tensor, factor: float) -> Tensor:
-    """Enlarge by `factor` (bilinear) and cut the centre back to the original size."""
+def _clipped_zoom(x: Tensor, factor: float) -> Tensor:
+    """The original's clipped_zoom: crop the centre to the integer size ceil(side / factor), enlarge
+    that by `factor` as scipy.ndimage.zoom does at order 1 (to round(size * factor), corner-aligned
+    linear interpolation), then cut (size - side) // 2 off the top and left. For a factor such as
+    1.05 the copy is shifted a little, not exactly centred, as in the released files."""
     h, w = x.shape[-2:]
-    big = F.interpolate(x, size=(math.ceil(h * factor), math.ceil(w * factor)), mode="bilinear", align_corners=False)
-    top, left = (big.shape[-2] - h) // 2, (big.shape[-1] - w) // 2
-    return big[..., top : top + h, left : left + w]
+    ch, cw = math.ceil(h / factor), math.ceil(w / factor)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top : top + ch, left : left + cw]
+    big = F.interpolate(crop, size=(round(ch * factor), round(cw * factor)), mode="bilinear", align_corners=True)
+    trim_top, trim_left = (big.shape[-2] - h) // 2, (big.shape[-1] - w) // 2
+    return big[..., trim_top : trim_top + h, trim_left : trim_left + w]
 
 
 def _motion_kernels(radius: int, sigma: float, angles_deg: Tensor) -> Tensor:
@@ -235,23 +278,27 @@ def gaussian_blur(x: Tensor, sigma: float, g) -> Tensor:
 
 
 def glass_blur(x: Tensor, c: tuple, g) -> Tensor:
-    """Blur, then swap each inner pixel with a random neighbour at an offset in [-delta, delta),
-    going through the pixels from the bottom right as the original does (pixels can travel
-    further than delta through successive swaps), then blur again. One swap step does every image
-    of the batch at once, with its own offsets."""
+    """Blur, stored as uint8 (truncated), then the original's local "swaps", then blur again. The
+    original's swap line, on a (H, W, 3) numpy array, copies rather than swaps: its right-hand
+    side holds views, so the neighbour's pixel is copied in and the neighbour keeps its own. The
+    released data carries that, and so does this."""
     sigma, delta, iterations = c
-    x = _blur(x, sigma).clone()
-    n, _, h, w = x.shape
-    images = torch.arange(n, device=x.device)
+    x = torch.floor(_blur(x, sigma) * 255) / 255  # np.uint8(blurred * 255)
+    h, w = x.shape[-2:]
     positions = [(r, col) for r in range(h - delta, delta, -1) for col in range(w - delta, delta, -1)]
     for _ in range(iterations):
-        offsets = torch.randint(-delta, delta, (len(positions), 2, n), generator=g).to(x.device)
-        for (r, col), (dy, dx) in zip(positions, offsets):
-            rows, cols = r + dy, col + dx
-            here = x[:, :, r, col].clone()
-            x[:, :, r, col] = x[images, :, rows, cols]
-            x[images, :, rows, cols] = here
+        x = glass_copies(x, positions, torch.randint(-delta, delta, (len(positions), 2, len(x)), generator=g))
     return _blur(x, sigma)
+
+
+def glass_copies(x: Tensor, positions: list[tuple[int, int]], offsets: Tensor) -> Tensor:
+    """Going through `positions` (row, column) in order, copy into each the pixel at its offset
+    (dy, dx) = offsets[i] (2, N), one offset per image: what the original's swap line does."""
+    x = x.clone()
+    images = torch.arange(len(x), device=x.device)
+    for (r, col), (dy, dx) in zip(positions, offsets.to(x.device)):
+        x[:, :, r, col] = x[images, :, r + dy, col + dx]
+    return x
 
 
 def defocus_blur(x: Tensor, c: tuple, g) -> Tensor:
@@ -278,11 +325,12 @@ def motion_blur(x: Tensor, c: tuple, g) -> Tensor:
 
 
 def zoom_blur(x: Tensor, c: tuple, g) -> Tensor:
-    """Mean of the image and its centre-zoomed copies at factors arange(a, b, 0.01)."""
-    factors = torch.arange(c[0], c[1], 0.01).tolist()
+    """Mean of the image and its clipped-zoom copies at the factors numpy.arange(a, b, 0.01)
+    gives (1.00 to 1.06 at severity 1: seven, the float steps reaching b)."""
+    factors = np.arange(c[0], c[1], 0.01).tolist()
     out = x.clone()
     for factor in factors:
-        out += _zoom_centre(x, factor)
+        out += _clipped_zoom(x, factor)
     return out / (len(factors) + 1)
 
 
@@ -290,7 +338,7 @@ def snow(x: Tensor, c: tuple, g) -> Tensor:
     loc, scale, zoom, threshold, radius, sigma, blend = c
     n, _, h, w = x.shape
     layer = loc + scale * _randn((n, 1, h, w), g, x.device)
-    layer = _zoom_centre(layer, zoom)
+    layer = _clipped_zoom(layer, zoom)
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
     layer = _motion_blur(layer, radius, sigma, _uniform((n,), g, -135, -45, x.device))
     x = blend * x + (1 - blend) * torch.maximum(x, _gray(x) * 1.5 + 0.5)
@@ -298,16 +346,44 @@ def snow(x: Tensor, c: tuple, g) -> Tensor:
 
 
 def frost(x: Tensor, c: tuple, g) -> Tensor:
-    """Blend with frost. The original crops frost photographs, which the project does not have:
-    the frost here is synthetic: rough plasma noise with a sharp, bright crystalline grain,
-    tinted blue-white on colour images."""
+    """image_weight * x + frost_weight * a random crop of one of the first five frost photographs
+    (the original never draws the sixth), each shrunk to 0.2 of its size as OpenCV's default
+    (bilinear) resize does; grey on grayscale images."""
     image_weight, frost_weight = c
-    texture = _plasma_like(x, 1.5, g) * 0.6
-    grain = _blur(_rand((x.shape[0], 1, *x.shape[-2:]), g, x.device), 0.5)
-    texture = (texture + 0.4 * grain**2 * 3).clamp(0, 1)
-    if x.shape[1] == 3:
-        texture = texture * torch.tensor([0.92, 0.96, 1.0], device=x.device)[None, :, None, None]
-    return image_weight * x + frost_weight * texture
+    n, channels, h, w = x.shape
+    photos = frost_photos(h, w, channels)
+    which = torch.randint(0, len(photos), (n,), generator=g).tolist()
+    crops = []
+    for i in which:
+        photo = photos[i]
+        top = int(torch.randint(0, photo.shape[-2] - h, (1,), generator=g))
+        left = int(torch.randint(0, photo.shape[-1] - w, (1,), generator=g))
+        crops.append(photo[:, top : top + h, left : left + w])
+    return image_weight * x + frost_weight * torch.stack(crops).to(x)
+
+
+@functools.cache
+def frost_photos(h: int, w: int, channels: int) -> tuple[Tensor, ...]:
+    """The frost photographs of CIFAR-10-C (frost1-5; the `imagecorruptions` package ships them),
+    (C, H', W') floats in [0, 1], shrunk to 0.2 of their size (enlarged where that would not
+    hold an h x w crop), rounded to uint8 as OpenCV's resize returns them."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from PIL import Image
+
+    try:
+        package = distribution("imagecorruptions")
+    except PackageNotFoundError:
+        raise RuntimeError("frost needs the photographs of the imagecorruptions package: uv sync") from None
+    photos = []
+    for name in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg"):
+        with Image.open(package.locate_file(f"imagecorruptions/frost/{name}")) as image:
+            rgb = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float()
+        scale = max(0.2, (h + 1) / rgb.shape[-2], (w + 1) / rgb.shape[-1])
+        small = F.interpolate(rgb, scale_factor=scale, mode="bilinear", align_corners=False,
+                              recompute_scale_factor=False)[0].round().clamp(0, 255) / 255
+        photos.append(_gray(small[None])[0] if channels == 1 else small)
+    return tuple(photos)
 
 
 def fog(x: Tensor, c: tuple, g) -> Tensor:
@@ -336,23 +412,24 @@ def saturate(x: Tensor, c: tuple, g) -> Tensor:
 
 
 def elastic_transform(x: Tensor, c: tuple, g) -> Tensor:
-    """A random affine map of three points, then a smoothed random displacement field; sizes are
-    fractions of the image side. The original resamples twice (affine, then displacement); here
-    both maps are composed and the image is sampled once (bilinear, reflected at the border)."""
+    """A random affine map of three points (cv2.warpAffine: bilinear, BORDER_REFLECT_101), then a
+    smoothed random displacement field (scipy's map_coordinates: linear, `reflect`), two
+    resamplings as in the original; sizes are fractions of the image side."""
     alpha, sigma, affine = (v * x.shape[-1] for v in c)
     n, _, h, w = x.shape
     shifts = _uniform((n, 3, 2), g, -affine, affine, x.device)
-    field = _blur(_uniform((n, 2, h, w), g, -1, 1, x.device), sigma, mode="reflect", truncate=3.0) * alpha
+    field = _blur(_uniform((n, 2, h, w), g, -1, 1, x.device), sigma, mode="symmetric", truncate=3.0) * alpha
     return warp(x, shifts, field)
 
 
 def warp(x: Tensor, shifts: Tensor, field: Tensor) -> Tensor:
-    """Move three points around the centre by `shifts` (N, 3, 2) in (x, y) pixels: the affine map
-    M they define warps the image as cv2.warpAffine does (out(p) = in(M^-1 p)); then displace by
-    `field` (N, 2, H, W) as (dx, dy): out(p) = in(M^-1 (p + field(p)))."""
+    """Move three points around the centre by `shifts` (N, 3, 2) in (x, y) pixels; the affine map M
+    they define warps the image as cv2.warpAffine does (out(p) = in(M^-1 p), reflected about the
+    edge pixels); then displace that by `field` (N, 2, H, W) as (dx, dy): out(p) = warped(p +
+    field(p)), reflected about the edges."""
     n, _, h, w = x.shape
     dev = x.device
-    centre = torch.tensor([w / 2, h / 2], device=dev)
+    centre = torch.tensor([w // 2, h // 2], device=dev, dtype=x.dtype)  # numpy's float32(size) // 2
     side = min(h, w) // 3
     src = torch.stack([centre + side, centre + torch.tensor([side, -side], device=dev), centre - side])  # (3, 2)
     ones = torch.ones(n, 3, 1, device=dev)
@@ -361,33 +438,66 @@ def warp(x: Tensor, shifts: Tensor, field: Tensor) -> Tensor:
     inv = torch.linalg.inv(torch.cat([m, torch.tensor([0.0, 0, 1], device=dev).expand(n, 1, 3)], 1))[:, :2]
     ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=x.dtype), torch.arange(w, device=dev, dtype=x.dtype),
                             indexing="ij")
-    px, py = xs + field[:, 0], ys + field[:, 1]
-    sx = inv[:, 0, 0, None, None] * px + inv[:, 0, 1, None, None] * py + inv[:, 0, 2, None, None]
-    sy = inv[:, 1, 0, None, None] * px + inv[:, 1, 1, None, None] * py + inv[:, 1, 2, None, None]
-    grid = torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1)  # pixel centres -> [-1, 1]
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    sx = inv[:, 0, 0, None, None] * xs + inv[:, 0, 1, None, None] * ys + inv[:, 0, 2, None, None]
+    sy = inv[:, 1, 0, None, None] * xs + inv[:, 1, 1, None, None] * ys + inv[:, 1, 2, None, None]
+    warped = _sample(x, sx, sy, about_edge_pixel=True)
+    return _sample(warped, xs + field[:, 0], ys + field[:, 1], about_edge_pixel=False)
+
+
+def _sample(x: Tensor, sx: Tensor, sy: Tensor, about_edge_pixel: bool) -> Tensor:
+    """x at pixel coordinates (sx, sy) (N, H, W), bilinear, coordinates outside the image mirrored
+    back: about the edge pixel (OpenCV's BORDER_REFLECT_101) or about the edge (scipy's reflect)."""
+    h, w = x.shape[-2:]
+
+    def mirror(t: Tensor, size: int) -> Tensor:
+        if size == 1:
+            return torch.zeros_like(t)
+        if about_edge_pixel:
+            t = (t % (2 * size - 2)).abs()
+            return torch.where(t > size - 1, 2 * size - 2 - t, t)
+        t = (t + 0.5) % (2 * size)
+        return (torch.where(t > size, 2 * size - t, t) - 0.5).clamp(0, size - 1)
+
+    gx, gy = mirror(sx, w), mirror(sy, h)
+    grid = torch.stack([2 * gx / max(w - 1, 1) - 1, 2 * gy / max(h - 1, 1) - 1], -1)  # pixel centres -> [-1, 1]
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def pixelate(x: Tensor, c: float, g) -> Tensor:
-    """Box-downsample to c of the size, then back up: piecewise-constant blocks."""
+    """Pillow's resize with the BOX filter to c of the size, then back, as the original (through
+    Pillow, image by image, with the uint8 image in between)."""
+    from PIL import Image
+
     h, w = x.shape[-2:]
-    small = F.interpolate(x, size=(max(1, int(h * c)), max(1, int(w * c))), mode="area")
-    return F.interpolate(small, size=(h, w), mode="nearest")
+
+    def resized(image: Image.Image) -> Image.Image:
+        return image.resize((max(1, int(w * c)), max(1, int(h * c))), Image.BOX).resize((w, h), Image.BOX)
+
+    return _through_pillow(x, resized)
 
 
 def jpeg_compression(x: Tensor, quality: int, g) -> Tensor:
     """JPEG round trip at `quality` through Pillow, as the original (a codec: image by image, CPU)."""
     from PIL import Image
 
-    def round_trip(image: np.ndarray) -> np.ndarray:
+    def round_trip(image: Image.Image) -> Image.Image:
         buffer = io.BytesIO()
-        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, "JPEG", quality=quality)
-        out = np.asarray(Image.open(buffer))
-        return out[..., None] if out.ndim == 2 else out
+        image.save(buffer, "JPEG", quality=quality)
+        return Image.open(buffer)
+
+    return _through_pillow(x, round_trip)
+
+
+def _through_pillow(x: Tensor, fn: Callable) -> Tensor:
+    """Apply `fn` (Pillow image -> Pillow image) to each image of x as the uint8 image it was."""
+    from PIL import Image
 
     images = to_uint8(x.clamp(0, 1)).permute(0, 2, 3, 1).cpu().numpy()
-    decoded = np.stack([round_trip(image) for image in images])
-    return torch.from_numpy(decoded).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+    out = []
+    for image in images:
+        result = np.asarray(fn(Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)))
+        out.append(result[..., None] if result.ndim == 2 else result)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
 
 
 CORRUPTIONS: dict[str, Callable[[Tensor, object, torch.Generator], Tensor]] = {

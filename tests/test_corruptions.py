@@ -1,5 +1,6 @@
 """Each corruption does its documented kind of operation, at every severity, on real images."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,12 +126,111 @@ def test_blurs_smooth_the_image(images, name):
     assert all(total_variation(run(images, name, s)) < total_variation(images) for s in range(1, 6))
 
 
-def test_glass_blur_swaps_pixels(images):
-    # At severity 1 (sigma 0.05 px: no blur to speak of) glass blur only swaps pixels: every image
-    # channel keeps its values, in other places.
-    y = run(images, "glass_blur", 1)
-    torch.testing.assert_close(y.flatten(2).sort(-1).values, images.flatten(2).sort(-1).values)
-    assert (y != images).any(1).float().mean() > 0.3
+# --- as the original (make_cifar_c.py) computes, stated independently -------------------------------
+
+
+def test_pixelate_is_pillows_box_resize_down_and_back(images):
+    from PIL import Image
+
+    for severity, c in enumerate([0.95, 0.9, 0.85, 0.75, 0.65], start=1):
+        got = to_uint8(run(images[:8], "pixelate", severity)).permute(0, 2, 3, 1).numpy()
+        for image, out in zip(to_uint8(images[:8]).permute(0, 2, 3, 1).numpy(), got):
+            size = int(32 * c)
+            expected = Image.fromarray(image).resize((size, size), Image.BOX).resize((32, 32), Image.BOX)
+            assert np.array_equal(out, np.asarray(expected)), severity
+
+
+def test_glass_blurs_swap_line_copies_as_numpys_does():
+    from lure.corruptions import glass_copies
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 8, 8), generator=g).float() / 255
+    positions = [(r, c) for r in range(7, 1, -1) for c in range(7, 1, -1)]
+    offsets = torch.randint(-1, 1, (len(positions), 2, 2), generator=g)
+    got = glass_copies(x, positions, offsets)
+    for i in range(2):
+        a = x[i].permute(1, 2, 0).numpy().copy()  # (H, W, 3) as the original holds it
+        for (h, w), (dy, dx) in zip(positions, offsets[:, :, i].tolist()):
+            a[h, w], a[h + dy, w + dx] = a[h + dy, w + dx], a[h, w]  # the original's line
+        assert np.array_equal(got[i].permute(1, 2, 0).numpy(), a)
+    assert not torch.equal(got.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)  # no permutation
+
+
+def test_zoom_is_scipys_clipped_zoom():
+    from scipy.ndimage import zoom
+
+    from lure.corruptions import _clipped_zoom
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for factor in [1.0, 1.01, 1.05, 1.06, 1.11, 1.25, 1.75, 2.25]:
+        ch = int(np.ceil(32 / factor))
+        top = (32 - ch) // 2
+        for i in range(3):
+            image = x[i].permute(1, 2, 0).numpy()
+            big = zoom(image[top : top + ch, top : top + ch], (factor, factor, 1), order=1)
+            trim = (big.shape[0] - 32) // 2
+            expected = big[trim : trim + 32, trim : trim + 32]
+            np.testing.assert_allclose(_clipped_zoom(x[i : i + 1], factor)[0].permute(1, 2, 0).numpy(), expected,
+                                       atol=2e-6, err_msg=f"factor {factor}")
+
+
+def test_zoom_blur_averages_the_factors_numpy_arange_gives():
+    from lure.corruptions import _clipped_zoom
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    factors = [1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06]  # np.arange(1, 1.06, 0.01): its float steps reach 1.06
+    expected = (x + sum(_clipped_zoom(x, f) for f in factors)) / 8
+    torch.testing.assert_close(run(x, "zoom_blur", 1), expected.clamp(0, 1))
+
+
+def test_elastic_warp_is_two_resamplings_as_opencv_then_scipy():
+    from scipy.ndimage import affine_transform, gaussian_filter, map_coordinates
+
+    from lure.corruptions import _blur, warp
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 32, 32, generator=g)
+    shifts = torch.rand(2, 3, 2, generator=g) * 5 - 2.5
+    noise = torch.rand(2, 2, 32, 32, generator=g) * 2 - 1
+    field = _blur(noise, 2.0, mode="symmetric", truncate=3.0) * 3
+    got = warp(x, shifts, field)
+    src = np.float32([[26, 26], [26, 6], [6, 6]])  # the original's three points around the centre of 32 x 32
+    for i in range(2):
+        # skimage's gaussian(..., mode='reflect', truncate=3) of the noise: scipy's reflect
+        for d in range(2):
+            np.testing.assert_allclose(field[i, d].numpy(), gaussian_filter(noise[i, d].double().numpy(), 2.0,
+                                       mode="reflect", truncate=3.0) * 3, atol=1e-5)
+        dst = src + shifts[i].numpy()
+        m = np.linalg.solve(np.c_[src, np.ones(3)], dst).T  # cv2.getAffineTransform(src, dst)
+        inv = np.linalg.inv(np.r_[m, [[0, 0, 1]]])[:2]
+        # cv2.warpAffine(..., BORDER_REFLECT_101): out(x, y) = in(inv (x, y)); scipy's mirror is reflect-101,
+        # in (row, column) order
+        warped = np.stack([affine_transform(x[i, ch].double().numpy(), inv[::-1, 1::-1], inv[::-1, 2], order=1,
+                                            mode="mirror") for ch in range(3)])
+        rows, cols = np.mgrid[0:32, 0:32]
+        for ch in range(3):
+            expected = map_coordinates(warped[ch], [rows + field[i, 1].numpy(), cols + field[i, 0].numpy()],
+                                       order=1, mode="reflect")
+            np.testing.assert_allclose(got[i, ch].numpy(), expected, atol=2e-5)
+
+
+def test_frost_blends_a_crop_of_a_shrunk_frost_photograph():
+    from lure.corruptions import frost_photos
+
+    photos = frost_photos(32, 32, 3)
+    # OpenCV's resize by fx = fy = 0.2 makes round(0.2 * side) pixels; the photographs are 900 x 600,
+    # 560 x 315 (twice), 527 x 350 and 660 x 495
+    assert [tuple(p.shape) for p in photos] == [(3, 120, 180), (3, 63, 112), (3, 63, 112), (3, 70, 105), (3, 99, 132)]
+    black = torch.zeros(12, 3, 32, 32)
+    out = run(black, "frost", 3)  # (0.9, 0.4): 0.4 of a crop, no clipping on black
+    for image in out:
+        crop = image / 0.4
+        found = any(torch.allclose(p.unfold(1, 32, 1).unfold(2, 32, 1)[:, r, c], crop, atol=1e-5)
+                    for p in photos for r in range(p.shape[1] - 31) for c in range(p.shape[2] - 31)
+                    if torch.allclose(p[:, r, c], crop[:, 0, 0], atol=1e-5))
+        assert found
+    # the frost of the photographs varies from crop to crop, as the released frost does
+    assert out.mean((1, 2, 3)).std() > 0.01
 
 
 def test_warp_is_cv2s_affine_convention():
