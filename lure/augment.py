@@ -13,6 +13,12 @@ def draw_crop_flip(n: int, padding: int, generator: torch.Generator) -> tuple[to
     return offsets, flips
 
 
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
+    """crop_flip of one batch with its own draws (made on the CPU, moved to x's device)."""
+    offsets, flips = draw_crop_flip(len(x), padding, generator)
+    return crop_flip(x, padding, offsets.to(x.device), flips.to(x.device))
+
+
 def crop_flip(x: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     """Random crop of the zero-padded images at `offsets`, then a horizontal flip where `flips`:
     torchvision's RandomCrop(size, padding) + RandomHorizontalFlip, for a batch (B, C, H, W) at once.

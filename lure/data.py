@@ -348,8 +348,10 @@ def _gather(parts: list[Images], picks: list[tuple[int, int]]) -> Images:
 def replay(chunks: list[Chunk], settings: ReplaySettings, seed: int) -> Chunk:
     """What training on the last of `chunks` uses: (train, validation) under the replay mode.
 
-    Earlier data comes first, the new chunk last. Validation follows the same rule as training,
-    so a method never selects its checkpoint on data it may not keep.
+    The order is the official code's: under full replay the chunks in order (chunk 1's images
+    first), under buffer replay the new chunk first, then the buffer (which decides what LURE
+    scores: the replay set's first images). Validation follows the same rule as training, so a
+    method never selects its checkpoint on data it may not keep.
     """
     old, new = chunks[:-1], chunks[-1]
     mode = settings.mode
@@ -362,5 +364,5 @@ def replay(chunks: list[Chunk], settings: ReplaySettings, seed: int) -> Chunk:
         train_old, val_old = [c.train for c in old], [c.val for c in old]
         train_buf = _gather(train_old, reservoir([len(p) for p in train_old], settings.buffer_size, train_rng))
         val_buf = _gather(val_old, reservoir([len(p) for p in val_old], settings.buffer_val_size, val_rng))
-        return Chunk(Images.concat([train_buf, new.train]), Images.concat([val_buf, new.val]))
+        return Chunk(Images.concat([new.train, train_buf]), Images.concat([new.val, val_buf]))
     raise AssertionError(mode)

@@ -5,6 +5,7 @@ order; the data (replay reservoir, held-out images) follows `seed`, shared by al
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from lure import paths, streams
+from lure.augment import random_crop_flip
 from lure.checkpoints import Checkpoint, cpu_state, load_checkpoint
 from lure.config import Params
 from lure.data import Chunk, Images, load_chunks, load_meta, replay
@@ -54,9 +56,11 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
             return model_for(p.model, meta, device)
 
     initial = {key: value.to(device) for key, value in load_checkpoint(paths.init_model(seed)).weights.items()}
+    augment = functools.partial(random_crop_flip, padding=p.train.crop_padding) \
+        if p.train.augment == "crop_flip" else None
     boundary = Boundary(initial=initial, fresh_model=fresh_model, replay=train, new=chunks[-1].train.on(device),
                         generator=streams.forgetting(seed, k, name), run_generator=streams.run_split(seed, name),
-                        momentum=previous.momentum, state=previous.method_state)
+                        momentum=previous.momentum, state=previous.method_state, augment=augment)
     with Log(log_dir) as log:
         probe = None
         if p.stability.every:

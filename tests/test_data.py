@@ -120,7 +120,7 @@ def test_buffer_replay_is_a_fixed_size_seeded_sample_of_earlier_chunks():
     chunks = make_chunks(4)
     sets = replay(chunks, ReplaySettings(mode="buffer", buffer_size=30, buffer_val_size=4), seed=0)
     old_train = {y for c in chunks[:-1] for y in c.train.y}
-    buffer, new = sets.train.y[:-50], sets.train.y[-50:]
+    new, buffer = sets.train.y[:50], sets.train.y[50:]  # the official order: the new chunk, then the buffer
     assert list(new) == list(chunks[-1].train.y)
     assert len(buffer) == 30 and len(set(buffer)) == 30 and set(buffer) <= old_train
     assert len(sets.val.y) == 4 + len(chunks[-1].val)
@@ -133,7 +133,7 @@ def test_buffer_replay_is_a_fixed_size_seeded_sample_of_earlier_chunks():
 def test_buffer_at_chunk_k_grows_from_the_buffer_at_chunk_k_minus_1():
     chunks = make_chunks(5)
     settings = ReplaySettings(mode="buffer", buffer_size=30, buffer_val_size=4)
-    buffers = [set(replay(chunks[:k], settings, seed=0).train.y[:-50]) for k in range(2, 6)]
+    buffers = [set(replay(chunks[:k], settings, seed=0).train.y[50:]) for k in range(2, 6)]
     for k in range(1, len(buffers)):  # the buffer before chunk k+2 = that before k+1, plus some of chunk k+1
         arrived = set(chunks[k].train.y)
         assert buffers[k] <= buffers[k - 1] | arrived

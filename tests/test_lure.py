@@ -178,3 +178,40 @@ def test_warm_keeps_everything_and_scratch_restores_the_initial_weights():
     reset = Scratch().forget(model, ctx)
     assert all(torch.equal(ctx.initial[k], v) for k, v in model.state_dict().items())
     assert set(reset) == {n for n, _ in model.named_parameters()} and set(reset.values()) == {1.0}
+
+
+def test_ties_at_the_threshold_count_or_all_marked_as_the_official_code():
+    scores = {"a": torch.tensor([0.0, 0.0, 0.0, 0.5]), "b": torch.tensor([0.0, 0.2, 0.3, 0.9])}  # four zeros
+    exact = lowest_fraction(scores, 0.25)  # round(0.25 * 8) = 2: two of the four zeros, by position
+    assert [m.tolist() for m in exact.values()] == [[True, True, False, False], [False, False, False, False]]
+    official = lowest_fraction(scores, 0.25, ties="threshold")  # every score <= the second lowest, 0.0
+    assert [m.tolist() for m in official.values()] == [[True, True, True, False], [True, False, False, False]]
+    # round(0.75 * 8) = 6: the sixth lowest is 0.3, held once, so both rules agree
+    no_tie = [lowest_fraction(scores, 0.75, ties=t)["b"].tolist() for t in ("count", "threshold")]
+    assert no_tie == [[True, True, True, False]] * 2
+
+
+def test_lure_scores_the_images_as_the_training_augments_them_by_default():
+    from lure.augment import random_crop_flip
+
+    data = digits_images(0, 64)
+
+    def augment(x, generator):
+        return random_crop_flip(x, generator, padding=2)
+
+    masks = {}
+    for setting in ("as_training", "none"):
+        model = trained_like_model()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        ctx = boundary(fresh_cnn(), data, seed=5)
+        ctx.augment = augment
+        Lure(score_augment=setting, score_params="weights", score_batch_size=64).forget(model, ctx)
+        masks[setting] = {n: p.detach() != before[n] for n, p in model.named_parameters()}
+    # the official mask: SNIP of the augmented batch, the augmentation drawn first from the method's generator
+    generator = torch.Generator().manual_seed(5)
+    x = augment(data.x, generator)
+    model = trained_like_model()
+    scores = snip_saliency(model, [(x, data.y)], [n for n, _ in model.named_parameters() if n.endswith("weight")])
+    expected = lowest_fraction(scores, 0.2)
+    assert all(torch.equal(masks["as_training"][n], expected[n]) for n in expected)
+    assert not all(torch.equal(masks["none"][n], expected[n]) for n in expected)

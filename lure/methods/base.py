@@ -44,6 +44,8 @@ class Boundary:
     run_generator: torch.Generator  # the same draws at every chunk of a run (a split fixed for the run)
     momentum: dict[str, torch.Tensor] = field(default_factory=dict)  # carried SGD momentum; a method may clear entries
     state: dict = field(default_factory=dict)  # the method's state from the previous chunk's checkpoint
+    # the training's augmentation of a batch of stored images, drawing from a generator (None: none)
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
 
 class MethodHook(Hook):

@@ -27,6 +27,10 @@ class Mask(Method):
         "kaiming", description="kaiming (official): theta <- m * theta + (1 - m) * r, r ~ kaiming_uniform(a=sqrt(5)) "
                                "with 1-D tensors drawn as (n, 1), so a reset BN scale becomes U(-1, 1); module: the "
                                "value a freshly built model has (BN scale 1)")
+    ties: Literal["count", "threshold"] = Field(
+        "count", description="count: exactly round(fraction x scored) entries are marked, ties at the threshold "
+                             "broken by position; threshold (official): every entry at or below the threshold, so "
+                             "more than `fraction` where more scores tie (e.g. zeros of an untrained network)")
 
     def scored(self, model: Network) -> list[str]:
         """The parameters that compete for the threshold."""
@@ -35,7 +39,7 @@ class Mask(Method):
     def reset_lowest(self, model: Network, scores: dict[str, torch.Tensor], boundary: Boundary) -> Reset:
         """Mark the lowest `fraction` of `scores` globally; re-initialise the marked entries of the
         tensors named `weight` (as the official LURE code: marked biases and BN shifts are kept)."""
-        masks = lowest_fraction(scores, self.fraction)
+        masks = lowest_fraction(scores, self.fraction, self.ties)
         return reinit_where(model, {name: m for name, m in masks.items() if is_weight(name)}, self.reinit, boundary)
 
 
@@ -44,13 +48,18 @@ def is_weight(name: str) -> bool:
     return name.endswith("weight")
 
 
-def lowest_fraction(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+def lowest_fraction(scores: dict[str, torch.Tensor], fraction: float, ties: str = "count") -> dict[str, torch.Tensor]:
     """Boolean masks marking the round(fraction * total) lowest scores over all tensors at once
-    (one global threshold); ties are broken by position, so the count is exact."""
+    (one global threshold). Ties at the threshold: `count` breaks them by position, so the count
+    is exact; `threshold` marks every score at or below it, as the official code does."""
     flat = torch.cat([s.flatten() for s in scores.values()])
     k = round(fraction * flat.numel())
-    marked = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    marked[torch.sort(flat, stable=True).indices[:k]] = True
+    order = torch.sort(flat, stable=True)
+    if ties == "threshold" and k:
+        marked = flat <= order.values[k - 1]
+    else:
+        marked = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        marked[order.indices[:k]] = True
     masks, start = {}, 0
     for name, s in scores.items():
         masks[name] = marked[start : start + s.numel()].view_as(s)
