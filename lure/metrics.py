@@ -1,9 +1,11 @@
 """Accuracy over chunks and calibration of a classifier's probabilities.
 
-Calibration uses top-label confidence in equal-width bins [i/B, (i+1)/B) (confidence 1.0 goes in
-the last), the binning of torchmetrics' MulticlassCalibrationError, which the tests compare
-against. Written out here because importing torchmetrics pulls in torchvision: 7 s per stage.
-All of it runs on the CPU, where the sums are deterministic.
+Calibration uses top-label confidence in B equal-width bins [i/B, (i+1)/B), the last closed,
+[(B-1)/B, 1], as Guo et al. (2017) bin. torchmetrics' MulticlassCalibrationError bins alike but for
+a confidence of exactly 1.0 (common in float32 for a saturated model), which it counts in a bin of
+its own; the tests compare with it elsewhere and check the saturated case by hand. Written out
+here because importing torchmetrics pulls in torchvision: 7 s per stage. All of it runs on the
+CPU, where the sums are deterministic.
 """
 
 from __future__ import annotations

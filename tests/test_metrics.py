@@ -100,3 +100,16 @@ def test_temperature_scaling_recovers_a_known_temperature():
     temperature = fit_temperature(true_logits * 2.5, labels)
     rescaled = expected_calibration_error((true_logits * 2.5 / temperature).softmax(1), labels)
     assert rescaled < overconfident / 3
+
+
+def test_a_confidence_of_one_is_binned_in_the_last_bin_unlike_torchmetrics():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    # Two saturated images (confidence exactly 1.0, one right, one wrong) and two at 0.95 (both right),
+    # in 10 bins: the last bin [0.9, 1] holds all four, accuracy 0.75, mean confidence 0.975.
+    probs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.95, 0.05], [0.95, 0.05]])
+    labels = torch.tensor([0, 1, 0, 0])
+    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.975 - 0.75)
+    # torchmetrics counts the 1.0s apart: |0.5 - 1| * 2/4 + |1 - 0.95| * 2/4
+    theirs = multiclass_calibration_error(probs, labels, num_classes=2, n_bins=10, norm="l1").item()
+    assert theirs == pytest.approx(0.5 * 0.5 + 0.05 * 0.5)
