@@ -32,16 +32,6 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
     return elapsed, result.stdout + result.stderr
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     tests = "--tests" in sys.argv[1:]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -57,9 +47,11 @@ def main() -> None:
         stages = log.count("Running stage")
         torch_version = subprocess.run(["uv", "run", "python", "-c", "import torch; print(torch.__version__)"],
                                        cwd=clone, capture_output=True, text=True).stdout.strip()
+    from lure.device import cpu_name  # torch's import, after the timings
+
     result = {
         "commit": commit,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": {"python": platform.python_version(), "torch": torch_version},
         "install_s": round(install, 1),
         "first_repro_s": round(first, 1),

@@ -31,7 +31,7 @@ import torch
 
 from lure.config import ModelSettings, TrainSettings
 from lure.data import Images, load_source
-from lure.device import pick_device
+from lure.device import cpu_name, pick_device
 from lure.models import build_model, predict
 from lure.train import Trainer
 
@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(TrainSettings(device=args.device, deterministic=args.deterministic))
     images = load_images(args)
-    cpu = f"{platform.processor() or 'cpu'} x{os.cpu_count()}"
+    cpu = f"{cpu_name()} x{os.cpu_count()}"
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:  # no git where the device check runs

@@ -159,23 +159,56 @@ def bench_table(name: str) -> str:
     path = Path("bench/results") / f"{name}.json"
     if not path.is_file():
         raise LureError(f"{path}: no such result; run the benchmark of bench/ that writes it")
-    r, files = read_json(path), [path]
-    if name.startswith("pipeline"):
-        lines = ["| step | seconds | target |", "|---|---:|---:|",
-                 f"| first `uv run dvc repro` after install ({r['stages_run']} stages run) | {r['first_repro_s']} | "
-                 f"≤ {r['targets']['first_repro_s']} |",
-                 f"| no-op `uv run dvc repro` | {r['noop_repro_s']} | ≤ {r['targets']['noop_repro_s']} |"]
-        if "tests_s" in r:
-            lines.append(f"| `uv run pytest` ({r['tests']}) | {r['tests_s']} | ≤ {r['targets']['tests_s']} |")
-        about = f"{r['machine']['cores']} cores, {r['machine']['cpu']}; torch {r['versions']['torch']}"
-    else:
-        lines = ["| model | batch | ours (img/s) | baseline (img/s) | ours / baseline | eval (img/s) |",
-                 "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {row['model']} | {row['batch']} | {row['train_img_s']} | "
-                  f"{row.get('baseline_train_img_s', '-')} | {row.get('speedup', '-')} | {row['eval_img_s']} |"
-                  for row in r["rows"]]
-        about = f"{r['device']}; torch {r['torch']}"
-    return "\n".join(lines) + f"\n\n({about}; commit {r['commit'][:10]}, {files[0].as_posix()})\n"
+    kind = name.split("-")[0]
+    tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table}
+    if kind not in tables:
+        raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
+    lines, about = tables[kind](read_json(path))
+    return "\n".join(lines) + f"\n\n({about}; {path.as_posix()})\n"
+
+
+def _pipeline_table(r: dict) -> tuple[list[str], str]:
+    lines = ["| step | seconds | target |", "|---|---:|---:|",
+             f"| first `uv run dvc repro` after install ({r['stages_run']} stages run) | {r['first_repro_s']} | "
+             f"≤ {r['targets']['first_repro_s']} |",
+             f"| no-op `uv run dvc repro` | {r['noop_repro_s']} | ≤ {r['targets']['noop_repro_s']} |"]
+    if "tests_s" in r:
+        lines.append(f"| `uv run pytest` ({r['tests']}) | {r['tests_s']} | ≤ {r['targets']['tests_s']} |")
+    return lines, (f"{r['machine']['cores']} cores, {r['machine']['cpu']}; torch {r['versions']['torch']}; "
+                   f"commit {r['commit'][:10]}")
+
+
+def _throughput_table(r: dict) -> tuple[list[str], str]:
+    lines = ["| model | batch | ours (img/s) | baseline (img/s) | ours / baseline | eval (img/s) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {row['model']} | {row['batch']} | {row['train_img_s']} | "
+              f"{row.get('baseline_train_img_s', '-')} | {row.get('speedup', '-')} | {row['eval_img_s']} |"
+              for row in r["rows"]]
+    return lines, f"{r['device']}; torch {r['torch']}; commit {r['commit'][:10]}"
+
+
+def _corruptions_table(r: dict) -> tuple[list[str], str]:
+    """Per corruption, severities 1..5 side by side: ours against the original on the same input
+    (or the original's random draws), then ours and the original's distance to the clean image."""
+    def severities(row: dict, value) -> str:
+        return " / ".join(value(s) for s in row["severities"])
+
+    def against_original(s: dict) -> str:
+        db = s.get("same_input_db", s.get("same_draws_db", "-"))
+        return "=" if db is None else str(db)
+
+    def difference(metric: str, digits: int):
+        return lambda s: f"{s[metric]['ours'] - s[metric]['original']:+.{digits}f}"
+
+    lines = ["| corruption | follows the original | ours vs the original, same input or draws (dB) | "
+             "PSNR to clean, ours − original (dB) | SSIM to clean, ours − original |", "|---|---|---|---|---|"]
+    for row in r["rows"]:
+        follows = row["follows"] + (f": {row['how']}" if row["how"] else "")
+        lines.append(f"| {row['corruption']} | {follows} | {severities(row, against_original)} | "
+                     f"{severities(row, difference('to_clean_db', 2))} | {severities(row, difference('ssim_to_clean', 3))} |")
+    versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
+    return lines, (f"{r['images']} CIFAR-10 test images, severities 1 / 2 / 3 / 4 / 5; '=' every byte equal; "
+                   f"{r['machine']}; {versions}; commit {r['commit'][:10]}")
 
 
 @app.command(name="params")

@@ -34,6 +34,17 @@ def pick_device(settings: TrainSettings) -> torch.device:
     return torch.device(choice)
 
 
+def cpu_name() -> str:
+    """The processor's model name (the figures of CPU results depend on it), as /proc/cpuinfo says."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def provenance(params: Params, run_seed: int | None, device: torch.device) -> dict[str, str | int | bool]:
     """Recorded beside every metric: the data's seed, the device and versions, the run seed."""
     record = {"seed": params.seed, "device": str(device), "torch": torch.__version__,
