@@ -202,12 +202,21 @@ def _corruptions_table(r: dict) -> tuple[list[str], str]:
 
     lines = ["| corruption | follows the original | ours vs the original, same input or draws (dB) | "
              "PSNR to clean, ours − original (dB) | SSIM to clean, ours − original |", "|---|---|---|---|---|"]
+    from lure.corruptions import FOLLOWS  # what the code says now; the bench recorded its kind then
+
     for row in r["rows"]:
-        follows = row["follows"] + (f": {row['how']}" if row["how"] else "")
+        kind, how = FOLLOWS[row["corruption"]]
+        if kind != row["follows"]:
+            raise LureError(f"bench/results/corruptions-*.json measured {row['corruption']} as {row['follows']}, "
+                            f"lure/corruptions.py says {kind}: run bench/corruptions.py again")
+        follows = kind + (f": {how}" if how else "")
         lines.append(f"| {row['corruption']} | {follows} | {severities(row, against_original)} | "
                      f"{severities(row, difference('to_clean_db', 2))} | {severities(row, difference('ssim_to_clean', 3))} |")
-    versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
-    return lines, (f"{r['images']} CIFAR-10 test images, severities 1 / 2 / 3 / 4 / 5; '=' every byte equal; "
+    versions = ", ".join(v if v.startswith(k) else f"{k} {v}" for k, v in r["versions"].items())
+    photos = r["frost_photos"]
+    return lines, (f"{r['images']} CIFAR-10 test images, severities 1 / 2 / 3 / 4 / 5; '=' every byte equal, '-' "
+                   f"random draws not replayed; frost photographs: {photos['equal']:.0%} of bytes equal to "
+                   f"OpenCV's, at most {photos['max_abs']}/255 apart; "
                    f"{r['machine']}; {versions}; commit {r['commit'][:10]}")
 
 

@@ -69,7 +69,8 @@ FOLLOWS: dict[str, tuple[str, str]] = {
     "motion_blur": ("approximate", "ImageMagick's motion blur drawn as 2·radius + 1 Gaussian weights on the pixel grid"),
     "zoom_blur": ("exact", "the original's integer crop before each zoom"),
     "snow": ("approximate", "its motion blur as motion_blur's"),
-    "frost": ("in distribution", "the original's photographs; their 0.2x shrink in float where OpenCV rounds"),
+    "frost": ("in distribution", "the original's photographs, shrunk to OpenCV's bytes; blended in float32 where the "
+              "original uses float64"),
     "fog": ("in distribution", ""),
     "brightness": ("exact", ""),
     "contrast": ("exact", ""),
