@@ -26,6 +26,7 @@ from lure import streams
 from lure.config import Params
 from lure.data import load_test
 from lure.device import pick_device
+from lure.errors import LureError
 
 Tensor = torch.Tensor
 
@@ -375,14 +376,20 @@ def frost_photos(h: int, w: int, channels: int) -> tuple[Tensor, ...]:
     try:
         package = distribution("imagecorruptions")
     except PackageNotFoundError:
-        raise RuntimeError("frost needs the photographs of the imagecorruptions package: uv sync") from None
+        raise LureError("frost needs the photographs of the imagecorruptions package: uv sync") from None
     photos = []
     for name in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg"):
         with Image.open(package.locate_file(f"imagecorruptions/frost/{name}")) as image:
             rgb = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float()
-        scale = max(0.2, (h + 1) / rgb.shape[-2], (w + 1) / rgb.shape[-1])
-        small = F.interpolate(rgb, scale_factor=scale, mode="bilinear", align_corners=False,
-                              recompute_scale_factor=False)[0].round().clamp(0, 255) / 255
+        height, width = rgb.shape[-2:]
+        if int(0.2 * height) > h and int(0.2 * width) > w:  # OpenCV's 0.2x shrink, to its bytes
+            small = F.interpolate(rgb, scale_factor=0.2, mode="bilinear", align_corners=False,
+                                  recompute_scale_factor=False)
+        else:  # large images: shrink less, to the least size that holds a crop with room to move
+            scale = max(0.2, (h + 1) / height, (w + 1) / width)
+            size = (max(h + 1, int(scale * height)), max(w + 1, int(scale * width)))
+            small = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False)
+        small = small[0].round().clamp(0, 255) / 255
         photos.append(_gray(small[None])[0] if channels == 1 else small)
     return tuple(photos)
 

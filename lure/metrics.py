@@ -1,7 +1,8 @@
 """Accuracy over chunks and calibration of a classifier's probabilities.
 
 Calibration uses top-label confidence in B equal-width bins [i/B, (i+1)/B), the last closed,
-[(B-1)/B, 1], as Guo et al. (2017) bin. torchmetrics' MulticlassCalibrationError bins alike but for
+[(B-1)/B, 1] (Guo et al. (2017) close their bins on the right, ((m-1)/M, m/M]: the two differ only
+for a confidence on a bin edge). torchmetrics' MulticlassCalibrationError bins alike but for
 a confidence of exactly 1.0 (common in float32 for a saturated model), which it counts in a bin of
 its own; the tests compare with it elsewhere and check the saturated case by hand. Written out
 here because importing torchmetrics pulls in torchvision: 7 s per stage. All of it runs on the

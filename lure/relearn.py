@@ -56,8 +56,8 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
             return model_for(p.model, meta, device)
 
     initial = {key: value.to(device) for key, value in load_checkpoint(paths.init_model(seed)).weights.items()}
-    augment = functools.partial(random_crop_flip, padding=p.train.crop_padding) \
-        if p.train.augment == "crop_flip" else None
+    augment = functools.partial(random_crop_flip, generator=streams.scoring_augment(seed, k, name),
+                                padding=p.train.crop_padding) if p.train.augment == "crop_flip" else None
     boundary = Boundary(initial=initial, fresh_model=fresh_model, replay=train, new=chunks[-1].train.on(device),
                         generator=streams.forgetting(seed, k, name), run_generator=streams.run_split(seed, name),
                         momentum=previous.momentum, state=previous.method_state, augment=augment)

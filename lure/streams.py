@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 POOL, VALIDATION, RESERVOIR, SHOTS, CLASS_ORDER, TEST_SUBSET, HELD_OUT = 0, 1, 2, 3, 4, 5, 6
 # Purposes of the training streams, keyed (run seed, k, purpose, method) or, for draws that stay
 # the same for a whole run, (run seed, purpose, method).
-BATCH_ORDER, FORGETTING, FRESH_MODEL, RUN_SPLIT = 0, 1, 2, 3
+BATCH_ORDER, FORGETTING, FRESH_MODEL, RUN_SPLIT, SCORING_AUGMENT = 0, 1, 2, 3, 4
 
 
 def _numpy(*key: int) -> np.random.Generator:
@@ -133,6 +133,12 @@ def batch_order(run_seed: int, k: int) -> torch.Generator:
 def forgetting(run_seed: int, k: int, method: str) -> torch.Generator:
     """A method's draws when chunk k arrives (masks, fresh values, samples)."""
     return _torch(run_seed, k, FORGETTING, method_number(method))
+
+
+def scoring_augment(run_seed: int, k: int, method: str) -> torch.Generator:
+    """The augmentation of the images a method scores when chunk k arrives: a stream of its own, so
+    that turning it on or off leaves the method's other draws (fresh weights) as they are."""
+    return _torch(run_seed, k, SCORING_AUGMENT, method_number(method))
 
 
 def fresh_model(run_seed: int, k: int, method: str):

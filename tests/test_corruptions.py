@@ -233,6 +233,16 @@ def test_frost_blends_a_crop_of_a_shrunk_frost_photograph():
     assert out.mean((1, 2, 3)).std() > 0.01
 
 
+def test_frost_enlarges_the_photographs_for_large_images():
+    # frost4 shrinks to 70 x 105 and frost2 to 63 x 112: larger images need larger photographs, each
+    # with room for a crop to move (the crop's corner is drawn below photo size - image size)
+    from lure.corruptions import frost_photos
+
+    for h, w in [(122, 122), (192, 192), (64, 200)]:
+        assert all(p.shape[1] > h and p.shape[2] > w for p in frost_photos(h, w, 3))
+        assert run(torch.zeros(2, 3, h, w), "frost", 1).shape == (2, 3, h, w)
+
+
 def test_warp_is_cv2s_affine_convention():
     # Shifting the three points by (+2, -1) in (x, y) moves the picture 2 right and 1 up.
     from lure.corruptions import warp

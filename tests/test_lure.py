@@ -71,7 +71,7 @@ def test_lowest_fraction_is_exact_and_global():
         masks = lowest_fraction(scores, fraction)
         marked = torch.cat([scores[n].flatten()[masks[n].flatten()] for n in scores])
         kept = torch.cat([scores[n].flatten()[~masks[n].flatten()] for n in scores])
-        assert marked.numel() == round(fraction * 108)
+        assert marked.numel() == int(fraction * 108)
         if marked.numel() and kept.numel():
             assert marked.max() <= kept.min()  # one threshold across all tensors
 
@@ -86,7 +86,7 @@ def test_lure_resets_exactly_the_asked_fraction_of_weights(fraction):
     weights = [n for n in before if n.endswith("weight")]
     changed = {n: (p.detach() != before[n]) for n, p in model.named_parameters()}
     n_changed = sum(int(changed[n].sum()) for n in weights)
-    assert n_changed == round(fraction * sum(before[n].numel() for n in weights))
+    assert n_changed == int(fraction * sum(before[n].numel() for n in weights))
     assert all(not changed[n].any() for n in before if not n.endswith("weight"))  # biases kept
     for n in weights:
         kept = ~changed[n]
@@ -126,7 +126,7 @@ def test_lure_official_scoring_counts_biases_but_resets_only_weights():
             assert not changed.any()  # biases and BN shifts are kept, marked or not
     assert any(official[n].any() for n in before if not n.endswith("weight"))  # some were marked
     n_marked = sum(int(m.sum()) for m in official.values())
-    assert n_marked == round(0.3 * sum(p.numel() for p in before.values()))
+    assert n_marked == int(0.3 * sum(p.numel() for p in before.values()))
 
 
 def test_lure_module_reinit_takes_a_fresh_models_values():
@@ -182,13 +182,15 @@ def test_warm_keeps_everything_and_scratch_restores_the_initial_weights():
 
 def test_ties_at_the_threshold_count_or_all_marked_as_the_official_code():
     scores = {"a": torch.tensor([0.0, 0.0, 0.0, 0.5]), "b": torch.tensor([0.0, 0.2, 0.3, 0.9])}  # four zeros
-    exact = lowest_fraction(scores, 0.25)  # round(0.25 * 8) = 2: two of the four zeros, by position
+    exact = lowest_fraction(scores, 0.25)  # int(0.25 * 8) = 2: two of the four zeros, by position
     assert [m.tolist() for m in exact.values()] == [[True, True, False, False], [False, False, False, False]]
     official = lowest_fraction(scores, 0.25, ties="threshold")  # every score <= the second lowest, 0.0
     assert [m.tolist() for m in official.values()] == [[True, True, True, False], [True, False, False, False]]
-    # round(0.75 * 8) = 6: the sixth lowest is 0.3, held once, so both rules agree
+    # int(0.75 * 8) = 6: the sixth lowest is 0.3, held once, so both rules agree
     no_tie = [lowest_fraction(scores, 0.75, ties=t)["b"].tolist() for t in ("count", "threshold")]
     assert no_tie == [[True, True, True, False]] * 2
+    # the official count is kthvalue(int(0.2 * 8)) = the 1st lowest, not round(1.6) = 2
+    assert sum(int(m.sum()) for m in lowest_fraction(scores, 0.2).values()) == 1
 
 
 def test_lure_scores_the_images_as_the_training_augments_them_by_default():
@@ -196,22 +198,21 @@ def test_lure_scores_the_images_as_the_training_augments_them_by_default():
 
     data = digits_images(0, 64)
 
-    def augment(x, generator):
-        return random_crop_flip(x, generator, padding=2)
-
-    masks = {}
+    masks, draws_left = {}, {}
     for setting in ("as_training", "none"):
         model = trained_like_model()
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         ctx = boundary(fresh_cnn(), data, seed=5)
-        ctx.augment = augment
+        ctx.augment = lambda x: random_crop_flip(x, torch.Generator().manual_seed(7), padding=2)
         Lure(score_augment=setting, score_params="weights", score_batch_size=64).forget(model, ctx)
         masks[setting] = {n: p.detach() != before[n] for n, p in model.named_parameters()}
-    # the official mask: SNIP of the augmented batch, the augmentation drawn first from the method's generator
-    generator = torch.Generator().manual_seed(5)
-    x = augment(data.x, generator)
+        draws_left[setting] = ctx.generator.get_state()
+    # the official mask: SNIP of the augmented batch
+    x = random_crop_flip(data.x, torch.Generator().manual_seed(7), padding=2)
     model = trained_like_model()
     scores = snip_saliency(model, [(x, data.y)], [n for n, _ in model.named_parameters() if n.endswith("weight")])
     expected = lowest_fraction(scores, 0.2)
     assert all(torch.equal(masks["as_training"][n], expected[n]) for n in expected)
     assert not all(torch.equal(masks["none"][n], expected[n]) for n in expected)
+    # the augmentation has draws of its own: the fresh weights' draws are the same either way
+    assert torch.equal(draws_left["as_training"], draws_left["none"])

@@ -123,7 +123,7 @@ def test_magnitude_resets_exactly_the_lowest_absolute_weights():
     masks = weight_masks(model, before)
     reset_old = torch.cat([before[n][m].abs() for n, m in masks.items()])
     kept = torch.cat([before[n][~m].abs() for n, m in masks.items()])
-    assert reset_old.numel() == round(0.3 * (reset_old.numel() + kept.numel()))
+    assert reset_old.numel() == int(0.3 * (reset_old.numel() + kept.numel()))
     assert reset_old.max() <= kept.min()  # one global threshold on |theta|
     assert changed_tensors(model, before) <= set(masks)
 
@@ -138,7 +138,7 @@ def test_random_mask_resets_as_many_as_lure_but_others():
         m = weight_masks(model, before)
         counts[params.kind] = sum(int(v.sum()) for v in m.values())
         masks[params.kind] = torch.cat([v.flatten() for v in m.values()])
-    assert counts["random_mask"] == counts["lure"] == round(0.25 * masks["lure"].numel())
+    assert counts["random_mask"] == counts["lure"] == int(0.25 * masks["lure"].numel())
     overlap = (masks["lure"] & masks["random_mask"]).sum() / masks["lure"].sum()
     assert overlap < 0.5  # chance level: about a quarter
 

@@ -38,14 +38,14 @@ class Boundary:
 
     initial: dict[str, torch.Tensor]  # the run's saved initial weights, before chunk 1
     fresh_model: Callable[[], Network]  # a newly drawn model of the same architecture (seeded)
-    replay: Images  # what the new chunk trains on under the replay mode, earlier data first (on the device)
+    replay: Images  # what the new chunk trains on under the replay mode, in the official order (on the device)
     new: Images  # the new chunk's own training images (on the device)
     generator: torch.Generator  # the method's random draws at this chunk
     run_generator: torch.Generator  # the same draws at every chunk of a run (a split fixed for the run)
     momentum: dict[str, torch.Tensor] = field(default_factory=dict)  # carried SGD momentum; a method may clear entries
     state: dict = field(default_factory=dict)  # the method's state from the previous chunk's checkpoint
-    # the training's augmentation of a batch of stored images, drawing from a generator (None: none)
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    # the training's augmentation of a batch of stored images, with draws of its own (None: none)
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class MethodHook(Hook):

@@ -30,15 +30,15 @@ class Lure(Mask):
         "eval", description="eval (official): BatchNorm uses its running statistics while scoring; train: batch "
                             "statistics (the running statistics are left untouched either way)")
     score_augment: Literal["as_training", "none"] = Field(
-        "as_training", description="as_training (official: its scoring batch comes from the training loader): the "
-                                   "scored images go through the training's augmentation (train.augment), drawn from "
-                                   "the method's generator; none: the stored images")
+        "as_training", description="as_training (official: it scores images of its training set, whose transform "
+                                   "augments them): the scored images go through the training's augmentation "
+                                   "(train.augment), with draws of their own; none: the stored images")
 
     def forget(self, model: Network, boundary: Boundary) -> Reset:
         images = boundary.replay if self.score_data == "replay" else boundary.new
         batches = first_batches(images, self.score_batches, self.score_batch_size)
         if self.score_augment == "as_training" and boundary.augment:
-            batches = [(boundary.augment(x, boundary.generator), y) for x, y in batches]
+            batches = [(boundary.augment(x), y) for x, y in batches]
         scores = snip_saliency(model, batches, self.scored(model), train_mode=self.score_mode == "train")
         return self.reset_lowest(model, scores, boundary)
 

@@ -28,9 +28,10 @@ class Mask(Method):
                                "with 1-D tensors drawn as (n, 1), so a reset BN scale becomes U(-1, 1); module: the "
                                "value a freshly built model has (BN scale 1)")
     ties: Literal["count", "threshold"] = Field(
-        "count", description="count: exactly round(fraction x scored) entries are marked, ties at the threshold "
-                             "broken by position; threshold (official): every entry at or below the threshold, so "
-                             "more than `fraction` where more scores tie (e.g. zeros of an untrained network)")
+        "count", description="count: exactly int(fraction x scored) entries are marked, ties at the threshold "
+                             "broken by position; threshold (official): every entry at or below the threshold (the "
+                             "int(fraction x scored)-th lowest score), so more than that whenever the threshold "
+                             "score is tied with higher-ranked ones (e.g. zeros of an untrained network)")
 
     def scored(self, model: Network) -> list[str]:
         """The parameters that compete for the threshold."""
@@ -49,11 +50,11 @@ def is_weight(name: str) -> bool:
 
 
 def lowest_fraction(scores: dict[str, torch.Tensor], fraction: float, ties: str = "count") -> dict[str, torch.Tensor]:
-    """Boolean masks marking the round(fraction * total) lowest scores over all tensors at once
+    """Boolean masks marking the int(fraction * total) lowest scores over all tensors at once
     (one global threshold). Ties at the threshold: `count` breaks them by position, so the count
     is exact; `threshold` marks every score at or below it, as the official code does."""
     flat = torch.cat([s.flatten() for s in scores.values()])
-    k = round(fraction * flat.numel())
+    k = int(fraction * flat.numel())  # the official kthvalue(int(sparsity * total))
     order = torch.sort(flat, stable=True)
     if ties == "threshold" and k:
         marked = flat <= order.values[k - 1]
