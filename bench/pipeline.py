@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    # the clone's own environment, not the one this script runs in (uv run sets VIRTUAL_ENV)
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
@@ -43,7 +46,8 @@ def main() -> None:
         noop, _ = timed(["uv", "run", "dvc", "repro"], clone)
         if tests:
             tests_s, test_log = timed(["uv", "run", "pytest", "-q", "-p", "no:cacheprovider"], clone)
-            summary = test_log.strip().splitlines()[-1].strip("= ").rsplit(" in ", 1)[0]
+            # pytest -q's last line: "234 passed, 19 skipped in 392.43s (0:06:32)"
+            summary = re.findall(r"^=* ?(\d+ passed.*?) in [\d.]+s", test_log, re.MULTILINE)[-1]
         stages = log.count("Running stage")
         torch_version = subprocess.run(["uv", "run", "python", "-c", "import torch; print(torch.__version__)"],
                                        cwd=clone, capture_output=True, text=True).stdout.strip()
@@ -63,7 +67,8 @@ def main() -> None:
     print(f"| step | seconds | target |\n|---|---:|---:|\n"
           f"| install (uv sync, cached wheels) | {install:.1f} | - |\n"
           f"| first `dvc repro` ({stages} stages) | {first:.1f} | 180 |\n"
-          f"| no-op `dvc repro` | {noop:.2f} | 5 |")
+          f"| no-op `dvc repro` | {noop:.2f} | 5 |"
+          + (f"\n| `pytest` ({summary}) | {tests_s:.0f} | 600 |" if tests else ""))
     machine = result["machine"]
     print(f"{machine['cores']} cores, {machine['cpu']}; torch {torch_version}; commit {commit[:10]}")
     out = ROOT / "bench" / "results" / f"pipeline-{platform.machine()}-{os.cpu_count()}cores.json"
