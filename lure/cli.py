@@ -169,7 +169,7 @@ def bench_table(name: str) -> str:
 
 def _pipeline_table(r: dict) -> tuple[list[str], str]:
     lines = ["| step | seconds | target |", "|---|---:|---:|",
-             f"| `uv sync --frozen` (wheels cached; compiles bytecode) | {r['install_s']} | - |",
+             f"| `uv sync --compile-bytecode` (wheels cached) | {r['install_s']} | - |",
              f"| first `uv run dvc repro` after install ({r['stages_run']} stages run) | {r['first_repro_s']} | "
              f"≤ {r['targets']['first_repro_s']} |",
              f"| no-op `uv run dvc repro` | {r['noop_repro_s']} | ≤ {r['targets']['noop_repro_s']} |"]
