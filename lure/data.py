@@ -174,11 +174,15 @@ def check_source(data: DataSource) -> str:
 
 def check_chunks(params: Params, pool: Images) -> None:
     """The chunks that params.yaml lists fit in the source's training pool (raises, naming the key)."""
-    d, n = params.data, params.n_chunks
+    cut_indices(params, pool, params.n_chunks)
+
+
+def cut_indices(params: Params, pool: Images, k: int) -> np.ndarray:
+    """The indices in the training pool of chunk k under data.split."""
+    d = params.data
     if d.split == "class_incremental":
-        class_chunk_indices(pool.y, d.classes_per_chunk, d.chunk_size, n, params.seed)
-    else:
-        chunk_indices(len(pool), d.chunk_size, n, params.seed)
+        return class_chunk_indices(pool.y, d.classes_per_chunk, d.chunk_size, k, params.seed)
+    return chunk_indices(len(pool), d.chunk_size, k, params.seed)
 
 
 def _torchvision_split(dataset) -> Images:
@@ -256,16 +260,11 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
     on chunks 1..k depends on that one file, so DVC re-runs it exactly when one of them changes.
     """
     source = load_source(params.data, params.seed)
-    check_chunks(params, source.pool)
+    check_chunks(params, source.pool)  # first, so that the error names the chunk count asked for
     n = params.n_chunks
     d = params.data
-
-    def indices(k: int) -> np.ndarray:
-        if d.split == "class_incremental":
-            return class_chunk_indices(source.pool.y, d.classes_per_chunk, d.chunk_size, k, params.seed)
-        return chunk_indices(len(source.pool), d.chunk_size, k, params.seed)
-
-    chunks = [split_chunk(source.pool.take(indices(k)), d.val_fraction, k, params.seed) for k in range(1, n + 1)]
+    chunks = [split_chunk(source.pool.take(cut_indices(params, source.pool, k)), d.val_fraction, k, params.seed)
+              for k in range(1, n + 1)]
     meta = {
         "source": params.data.source,
         "classes": source.classes,

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from lure import paths
 from lure.io import write_json
 from lure.train import Epoch, Hook, Trainer
 
@@ -55,7 +56,7 @@ class Log:
     def close(self, timing: dict[str, float]) -> None:
         """Seconds the stage spent, apart from the metrics: timings differ from run to run."""
         self.live.end()
-        write_json(self.directory / "timing.json", {name: round(s, 3) for name, s in timing.items()})
+        write_json(self.directory / paths.STAGE_TIMING, {name: round(s, 3) for name, s in timing.items()})
 
 
 class Progress(Hook):

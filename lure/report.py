@@ -268,8 +268,8 @@ def wall_times(evaluations: Evaluations) -> dict[str, dict]:
         seconds = []
         for seed, evaluation in runs.items():
             later = sorted(paths.chunk_number(c) for c in evaluation["chunks"])[1:]
-            files = [paths.learn_log(seed) / "timing.json", *(paths.curves_log(method, seed, k) / "timing.json"
-                                                             for k in later)]
+            logs = [paths.learn_log(seed), *(paths.curves_log(method, seed, k) for k in later)]
+            files = [log / paths.STAGE_TIMING for log in logs]
             if all(f.is_file() for f in files):
                 seconds.append(round(sum(sum(read_json(f).values()) for f in files), 3))
         if len(seconds) == len(runs):
