@@ -130,6 +130,18 @@ class TrainSettings(Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast and channels_last on CUDA, fp32 on the CPU")
     compile: bool = Field(False, description="torch.compile the model (CUDA; pays a compile per stage)")
+    processes: int = Field(1, ge=1, description="data-parallel processes per machine, one per GPU (on the CPU, "
+                           "gloo): the training stages run themselves under torchrun (DDP); batch_size stays the "
+                           "global batch, so the results are the single-process run's")
+    nodes: int = Field(1, ge=1, description="machines that train together: each runs the same `dvc repro`, with "
+                       "LURE_RENDEZVOUS=host:port naming node 0 (see the README)")
+
+    @model_validator(mode="after")
+    def _batch_fills_ranks(self) -> TrainSettings:
+        if self.batch_size < self.processes * self.nodes:
+            raise ValueError(f"batch_size: {self.batch_size} is fewer images than the {self.processes * self.nodes} "
+                             f"processes (processes x nodes) that share each batch")
+        return self
 
 
 class ReplaySettings(Strict):

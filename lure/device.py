@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from lure import __version__
+from lure import __version__, distributed
 from lure.config import Params, TrainSettings
 from lure.errors import LureError
 
@@ -31,6 +31,8 @@ def pick_device(settings: TrainSettings) -> torch.device:
         # what deterministic mode would also do: fill every new tensor with NaN; the code reads
         # no uninitialised memory, so that would cost time for nothing
         torch.utils.deterministic.fill_uninitialized_memory = False
+    if choice == "cuda" and distributed.world_size() > 1:
+        return torch.device("cuda", distributed.local_rank())  # one GPU per rank
     return torch.device(choice)
 
 
@@ -49,7 +51,7 @@ def provenance(params: Params, run_seed: int | None, device: torch.device) -> di
     """Recorded beside every metric: the data's seed, the device and versions, the run seed."""
     record = {"seed": params.seed, "device": str(device), "torch": torch.__version__,
               "python": platform.python_version(), "lure": __version__, "run_seed": run_seed,
-              "deterministic": params.train.deterministic}
+              "deterministic": params.train.deterministic, "processes": distributed.world_size()}
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -11,6 +12,9 @@ import typer
 # The stages' command-line options (typer), one definition each.
 ParamsFile = Annotated[str, typer.Option("--params", help="the params file")]
 RunSeed = Annotated[int, typer.Option("--seed", help="run seed, one of `seeds` in the params file")]
+
+
+STOPPED = 3  # the exit status of a rank stopped because another rank failed
 
 
 class LureError(Exception):
@@ -29,7 +33,13 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except LureError as err:
             typer.echo(f"error: {err}", err=True)
+            if "lure.distributed" in sys.modules:  # one rank of several: the others stop without a word
+                sys.modules["lure.distributed"].record_failure()
             raise typer.Exit(2) from None
+        except Exception:
+            if "lure.distributed" in sys.modules and sys.modules["lure.distributed"].another_rank_failed():
+                raise typer.Exit(STOPPED) from None  # its peer's error, e.g. a closed connection: said above
+            raise
 
     return wrapper
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lure import distributed
 from lure.config import ModelSettings
 from lure.data import Images
 
@@ -152,9 +153,15 @@ def predict(model: nn.Module, images: Images, batch_size: int = 1000) -> torch.T
 
 
 def accuracy(model: nn.Module, images: Images, batch_size: int = 1000) -> float:
+    """Under DDP each rank predicts its share of the images and the hits are summed over the
+    ranks: every rank gets the same figure, and takes the same decisions from it."""
     if len(images) == 0:
         return float("nan")
-    return (predict(model, images, batch_size).argmax(1) == images.y).float().mean().item()
+    part = images.take(distributed.shard(len(images)))
+    hits = predict(model, part, batch_size).argmax(1) == part.y
+    if distributed.world_size() == 1:
+        return hits.float().mean().item()
+    return (distributed.all_sum(hits.sum()).float() / len(images)).item()
 
 
 def first_batches(images: Images, batches: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

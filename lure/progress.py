@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from lure import paths
+from lure import distributed, paths
 from lure.io import write_json
 from lure.train import Epoch, Hook, Trainer
 
@@ -32,13 +32,15 @@ class Log:
 
         self.directory = Path(directory)
         self.made = [p for p in [self.directory, *self.directory.parents] if not p.exists()]  # to undo on failure
-        self.live = Live(dir=str(self.directory), dvcyaml=None, save_dvc_exp=False, report=None)
+        # under DDP only the writer logs (every rank sees the same figures)
+        self.live = Live(dir=str(self.directory), dvcyaml=None, save_dvc_exp=False, report=None) \
+            if distributed.is_writer() else None
 
     def __enter__(self) -> Log:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        if error is None:
+        if error is None or self.live is None:
             return
         shutil.rmtree(self.directory, ignore_errors=True)
         for folder in self.made[1:]:  # the folders above it that it made, if nothing else went there
@@ -48,6 +50,8 @@ class Log:
                 break
 
     def log(self, step: int, **values: float | None) -> None:
+        if self.live is None:
+            return
         self.live.step = step
         for name, value in values.items():
             if value is not None and math.isfinite(value):  # an empty epoch has no loss
@@ -55,6 +59,8 @@ class Log:
 
     def close(self, timing: dict[str, float]) -> None:
         """Seconds the stage spent, apart from the metrics: timings differ from run to run."""
+        if self.live is None:
+            return
         self.live.end()
         write_json(self.directory / paths.STAGE_TIMING, {name: round(s, 3) for name, s in timing.items()})
 
@@ -65,12 +71,13 @@ class Progress(Hook):
     def __init__(self, label: str, log: Log | None = None, terminal: bool | None = None) -> None:
         self.label, self.log = label, log
         self.terminal = sys.stderr.isatty() if terminal is None else terminal  # tqdm draws on stderr
+        self.quiet = not distributed.is_writer()  # under DDP, one line per machine
         self.bar = None
         self.start = self.last_line = 0.0
 
     def before_fit(self, trainer: Trainer) -> None:
         self.start = self.last_line = time.perf_counter()
-        if self.terminal:
+        if self.terminal and not self.quiet:
             from tqdm import tqdm
 
             self.bar = tqdm(total=trainer.settings.epochs, desc=self.label, unit="epoch")
@@ -86,7 +93,7 @@ class Progress(Hook):
             self.bar.update()
             return
         now, epochs = time.perf_counter(), trainer.settings.epochs
-        if now - self.last_line >= PLAIN_EVERY_S and epoch < epochs:
+        if now - self.last_line >= PLAIN_EVERY_S and epoch < epochs and not self.quiet:
             left = (now - self.start) / epoch * (epochs - epoch)
             print(f"  {self.label}: epoch {epoch}/{epochs}, " + ", ".join(f"{k} {v}" for k, v in figures.items())
                   + f", {left:.0f} s left", flush=True)

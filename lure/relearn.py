@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lure import paths, streams
+from lure import distributed, paths, streams
 from lure.augment import random_crop_flip
 from lure.checkpoints import Checkpoint, cpu_state, load_checkpoint
 from lure.config import Params
@@ -79,6 +79,9 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
             raise LureError(f"{run}: forgetting left weights that are not finite ({', '.join(bad[:3])}); nothing "
                             f"was written: look at the method's settings")
         method.mitigate.at_boundary(model, reset, train)
+        # under DDP every rank forgot alike, from the same data and draws: check it
+        distributed.check_same("the forgetting step", {**{f"model.{n}": t for n, t in model.state_dict().items()},
+                               **{f"momentum.{n}": t for n, t in (boundary.momentum or {}).items()}}, reset)
         during = method.relearning(model, boundary)
         forget_s = time.perf_counter() - start
         hooks: list[Hook] = ([during] if during else []) + method.mitigate.hooks() + ([probe] if probe else [])

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lure import distributed
 from lure.augment import crop_flip, draw_crop_flip
 from lure.config import TrainSettings
 from lure.data import Images
@@ -136,7 +137,9 @@ class Trainer:
         self.bf16, self.channels_last = fast_path(settings, device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(model) if settings.compile else model
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        forward = distributed.data_parallel(model, device) if self.world > 1 else model
+        self.forward = torch.compile(forward) if settings.compile else forward
         self.optimizer = SGD(list(model.named_parameters()), settings.lr, settings.momentum, settings.weight_decay,
                              momentum)
         self.loss = F.cross_entropy  # (logits, labels) -> loss; a hook may replace it
@@ -146,7 +149,8 @@ class Trainer:
 
     def epoch(self, train: Images, generator: torch.Generator) -> Epoch:
         """One pass over `train` in a seeded order. Raises NotFinite where the loss or the weights
-        stopped being finite (checked once per epoch: a check per update would wait on the GPU)."""
+        stopped being finite (checked once per epoch: a check per update would wait on the GPU).
+        Under DDP each rank trains on its slice of every batch of the same order (lure.distributed)."""
         s, device = self.settings, train.y.device
         self.model.train()
         start = time.perf_counter()
@@ -156,9 +160,10 @@ class Trainer:
             offsets, flips = (t.to(device) for t in draw_crop_flip(len(train), s.crop_padding, generator))
         updates = images = 0
         losses, correct = [], torch.zeros((), dtype=torch.long, device=device)
-        for position in torch.arange(len(train), device=device).split(s.batch_size):
-            if len(position) < 2:  # BatchNorm cannot train on a single image
+        for batch in torch.arange(len(train), device=device).split(s.batch_size):
+            if len(batch) < 2:  # BatchNorm cannot train on a single image
                 continue
+            position = batch.tensor_split(self.world)[self.rank] if self.world > 1 else batch
             index = order[position]
             x, y = train.x[index], train.y[index]
             if s.augment == "crop_flip":
@@ -167,28 +172,35 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.forward(as_float(x))
-                loss = self.loss(logits, y)
-            losses.append(loss.detach())
+                loss = self.loss(logits, y) if len(y) else logits.sum()  # a rank may get no image of the last batch
+            # this rank's share of the batch's mean loss (the sum over the ranks is the batch's)
+            losses.append(loss.detach().float() * (len(y) / len(batch)) if self.world > 1 else loss.detach().float())
             correct += (logits.detach().argmax(1) == y).sum()
             self.optimizer.lr = self.lr
             for hook in self.hooks:
                 hook.before_step(self)
             self.optimizer.zero_grad()
-            loss.backward()
+            # DDP averages the ranks' gradients: weighted by its share of the batch, each rank's mean
+            # loss averages to the whole batch's mean, as in one process
+            (loss * (len(y) * self.world / len(batch)) if self.world > 1 else loss).backward()
             self.optimizer.step()
             self.updates += 1
             updates += 1
-            images += len(index)
+            images += len(batch)
             for hook in self.hooks:
                 hook.after_step(self)
-        loss = torch.stack(losses).float() if losses else torch.full((1,), float("nan"))
+        # the batches' losses and the correct count, summed over the ranks: the same on every rank
+        totals = distributed.all_sum(torch.cat([torch.stack(losses) if losses else torch.zeros(0, device=device),
+                                                correct.float()[None]]))
+        loss, correct_count = totals[:-1], int(totals[-1])
         finite = torch.isfinite(loss)
         if losses and not bool(finite.all()):
             raise NotFinite("loss", self.updates - updates + 1 + int((~finite).nonzero()[0]))
         if not bool(torch.stack([p.isfinite().all() for p in self.optimizer.params]).all()):
             raise NotFinite("weights", self.updates)
         seconds = time.perf_counter() - start
-        return Epoch(updates, images, float(loss.mean()), int(correct) / max(images, 1), images / seconds)
+        return Epoch(updates, images, float(loss.mean()) if losses else float("nan"), correct_count / max(images, 1),
+                     images / seconds)
 
 
 @dataclass

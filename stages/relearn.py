@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from lure import paths
+from lure import distributed, paths
 from lure.checkpoints import save_checkpoint
 from lure.config import PARAMS_FILE, load_params
 from lure.errors import ParamsFile, RunSeed, run_command
@@ -15,7 +15,12 @@ from lure.relearn import relearn
 
 def main(method: str, k: Annotated[int, typer.Argument(help="the chunk that arrives, 2 or more")],
          seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
-    relearned = relearn(load_params(params_file), method, seed, k, log_dir=paths.curves_log(method, seed, k))
+    p = load_params(params_file)
+    if distributed.start(p.train):  # train.processes x train.nodes > 1: its ranks ran under torchrun
+        return
+    relearned = relearn(p, method, seed, k, log_dir=paths.curves_log(method, seed, k))
+    if not distributed.is_writer():
+        return
     save_checkpoint(paths.model(method, seed, k), relearned.checkpoint)
     write_json(paths.relearn_metrics(method, seed, k), relearned.metrics)
     print(relearned.summary)

@@ -21,6 +21,14 @@ results, and writes results.json (updated after every part) and a log per part t
   5. projection: the measured img/s times the images the paper preset trains and evaluates, as
      minutes on this GPU, per method and for warm + scratch + LURE.
 `run --device cpu --tiny` is the same on the CPU with tiny sizes: the test suite's dry run.
+
+Not measured here: data-parallel training (train.processes > 1). NCCL refuses two ranks on one
+GPU, and two processes sharing one would say nothing about scaling, so the single-GPU figures
+above are the baseline. On a machine with N GPUs, add: `dvc repro` of presets/gpu-check.yaml with
+-S train.processes=N (img/s per stage against the single-GPU run's, N x the ideal), and
+tests/test_distributed.py's two-rank fit on two GPUs with nccl, to exercise torch's SyncBatchNorm
+(on the CPU lure's gloo equivalent runs instead; the test suite measures its equivalence to one
+process).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from lure import distributed
 from lure.methods.base import Boundary, Method, MethodHook, Reset
 from lure.methods.units import recycle, shares, watch_activity
 from lure.models import Network
@@ -59,6 +60,10 @@ class UnitReplacement(MethodHook):
         self.handles: list = []
 
     def _record(self, i: int, activity: torch.Tensor, images: int) -> None:
+        # under DDP, the whole batch's mean over the ranks' slices: every rank replaces the same units
+        if distributed.world_size() > 1:
+            total = distributed.all_sum(torch.cat([activity * images, activity.new_tensor([images])]))
+            activity = total[:-1] / total[-1]
         self.activity[i] = activity
 
     def before_fit(self, trainer: Trainer) -> None:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from lure import distributed
 from lure.config import Fraction, Strict
 from lure.data import Images
 from lure.models import as_float
@@ -98,8 +99,16 @@ class SoftTargets:
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         probs = logits.detach().float().softmax(1)
         correct = (probs.argmax(1) == labels).float()
-        self.sums.index_add_(0, labels, probs * correct[:, None])
-        self.counts.index_add_(0, labels, correct)
+        if distributed.world_size() == 1:
+            self.sums.index_add_(0, labels, probs * correct[:, None])
+            self.counts.index_add_(0, labels, correct)
+            return
+        # under DDP, the whole batch's, summed over the ranks' slices: every rank keeps the same targets
+        batch = torch.zeros(*self.sums.shape[:1], self.sums.shape[1] + 1, device=self.sums.device)
+        batch.index_add_(0, labels, torch.cat([probs * correct[:, None], correct[:, None]], 1))
+        distributed.all_sum(batch)
+        self.sums += batch[:, :-1]
+        self.counts += batch[:, -1]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Soft cross-entropy to the targets of the accumulator's state, then accumulate the batch."""

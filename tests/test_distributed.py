@@ -1,0 +1,182 @@
+"""Data-parallel training (lure.distributed) on the CPU with gloo, 2 processes: the same
+optimisation as one process at the same global batch; a stage on two nodes that ends like the
+single-process stage; a failure on one rank that stops every rank with its message."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+from torch import nn
+
+from lure.checkpoints import load_checkpoint
+from lure.config import TrainSettings
+from lure.models import as_float, set_input_stats, small_cnn
+from lure.streams import batch_order
+from lure.train import fit
+from tests.conftest import ROOT, digits_images, run_stage
+
+# 147 training images: with a global batch of 32 the last batch has 19, split 10 + 9, so the
+# loss weighting of an uneven split is exercised too.
+TRAIN, VAL = (0, 147), (147, 207)
+
+
+class InDtype(nn.Module):
+    """The network in another float type: x arrives as float32 in [0, 1]."""
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.net, self.dtype = net.to(dtype), dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.dtype)).float()
+
+
+def fitted(batch_size: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A small CNN (width 8) fitted 3 epochs on real digits with momentum, weight decay and
+    crop_flip, the best epoch on validation kept: its weights, BatchNorm running statistics included."""
+    train, val = digits_images(*TRAIN), digits_images(*VAL)
+    torch.manual_seed(0)
+    net = small_cnn(1, 10, width=8)
+    set_input_stats(net, as_float(train.x))
+    model = InDtype(net, dtype)
+    settings = TrainSettings(epochs=3, batch_size=batch_size, lr=0.05, lr_milestones=[2], select="best_val",
+                             augment="crop_flip", crop_padding=1)
+    fit(model, train, val, settings, batch_order(0, 1))
+    return {n: t.detach().clone() for n, t in net.state_dict().items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank(rank: int, world: int, port: int, out: str, batch_size: int, dtype: torch.dtype) -> None:
+    os.environ.update(LOCAL_RANK=str(rank), RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo")
+    try:
+        states = [None] * world
+        torch.distributed.all_gather_object(states, fitted(batch_size, dtype))
+        if rank == 0:
+            torch.save(states, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def fitted_under_ddp(tmp_path, batch_size: int, dtype: torch.dtype) -> tuple[dict, dict]:
+    out = str(tmp_path / f"ddp-{batch_size}-{dtype}.pt")
+    mp.spawn(_rank, args=(2, free_port(), out, batch_size, dtype), nprocs=2)
+    return tuple(torch.load(out))
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max(float((a[n].double() - b[n].double()).abs().max()) for n in a if a[n].is_floating_point())
+
+
+@pytest.fixture(scope="module")
+def single_float64():
+    return fitted(32, torch.float64)
+
+
+def test_ddp_fit_with_two_ranks_of_batch_16_ends_as_one_process_with_batch_32(tmp_path, single_float64):
+    """In float64 the only difference left is the order of the sums (gradients summed over 2
+    ranks, BatchNorm statistics from 2 partial sums): float64's rounding, 1e-16 relative, grown
+    over 15 updates, stays far below 1e-9 (1.5e-15 measured), while a real difference of semantics
+    (BatchNorm not synchronised, the last batch's uneven halves averaged unweighted, a batch of 16
+    instead of 32) moves the weights by far more: the control below measures 0.99."""
+    rank0, rank1 = fitted_under_ddp(tmp_path, 32, torch.float64)
+    assert max_difference(rank0, single_float64) < 1e-9
+    assert all(torch.equal(rank0[n], rank1[n]) for n in rank0)  # the ranks agree bit for bit
+    assert all(torch.equal(rank0[n], single_float64[n]) for n in rank0 if not rank0[n].is_floating_point())
+    # the control: one process at the per-rank batch is a different optimisation
+    assert max_difference(fitted(16, torch.float64), single_float64) > 1e-3
+
+
+# --- stages under torchrun, as DVC runs them ------------------------------------------------------
+
+TINY = {
+    "data": {"source": "digits", "chunk_size": 120},
+    "chunks": [{"k": 2, "prev": 1}],
+    "model": {"width": 4},
+    "train": {"device": "cpu", "epochs": 2, "batch_size": 16, "lr_milestones": [2]},
+    "methods": {"lure": {}},
+    "stability": {"every": 5, "samples": 20},
+    "robustness": {"corruptions": "none"},
+}
+
+
+def relearned(root) -> tuple[dict, dict]:
+    model = load_checkpoint(root / "models/seed_0/lure/chunk_2.pt")
+    return json.loads((root / "metrics/relearn/seed_0/lure/chunk_2.json").read_text()), model
+
+
+def test_lure_relearn_stage_on_two_nodes_gives_the_single_process_results(tmp_path, monkeypatch):
+    """Two nodes of one process each, in two clones, meet at a rendezvous (the multi-node path of
+    the README, on one machine): each node writes the same files, and they are the single
+    process's: the same reset mask, the same metrics, weights within float32's summation order."""
+    from stages import branch, learn, prepare, relearn
+
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    node0.mkdir()
+    (node0 / "params.yaml").write_text(yaml.safe_dump(TINY))
+    (node0 / "nodes.yaml").write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "nodes": 2}}))
+    monkeypatch.chdir(node0)
+    prepare.main()
+    learn.main(seed=0)
+    branch.main("lure", seed=0)
+    shutil.copytree(node0, node1)
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [subprocess.Popen([sys.executable, "-m", "stages.relearn", "lure", "2", "--seed", "0", "--params",
+                               "nodes.yaml"], cwd=node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "LURE_RENDEZVOUS": endpoint})
+             for node in (node0, node1)]
+    for node in nodes:
+        out, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err
+        assert out.count("lure seed 0 chunk 2:") == 1
+    ddp_metrics, ddp_model = relearned(node0)
+    assert relearned(node1)[0] == ddp_metrics
+    assert all(torch.equal(relearned(node1)[1].weights[n], ddp_model.weights[n]) for n in ddp_model.weights)
+    relearn.main("lure", 2, seed=0)
+    metrics, model = relearned(node0)
+
+    assert ddp_metrics["reset"] == metrics["reset"] and ddp_metrics["reset_by_layer"] == metrics["reset_by_layer"]
+    assert ddp_metrics["provenance"]["processes"] == 2 and metrics["provenance"]["processes"] == 1
+    for key in ("updates", "images", "best_epoch"):
+        assert ddp_metrics[key] == metrics[key]
+    # accuracies over chunks 1 and 2's 216 training and 24 validation images: equal unless float32's
+    # summation order moved one prediction
+    assert abs(ddp_metrics["train_acc"] - metrics["train_acc"]) <= 1 / 216
+    assert abs(ddp_metrics["val_acc"] - metrics["val_acc"]) <= 1 / 24
+    assert ddp_metrics["stability"] == pytest.approx(metrics["stability"], abs=1 / 12)  # 12 held-out images a chunk
+    assert max_difference(ddp_model.weights, model.weights) < 1e-4  # float32: 9e-7 measured in a fit
+
+
+def test_a_failure_on_one_rank_stops_every_rank_with_its_message(tmp_path, params_dict):
+    params_dict["train"].update(device="cpu", processes=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    done = run_stage("tests.rank_failure", cwd=tmp_path)  # rank 0 waits on rank 1 in a collective
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: rank 1 failed on purpose",
+                                        "error: rank 1 of 2 failed (exit status 2), and every rank stopped; its "
+                                        "message is above"]
+    assert "rank 0 was not stopped" not in done.stdout
+
+
+def test_torchrun_by_hand_must_agree_with_the_params(tmp_path, params_dict):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))  # train.processes: 1
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "-m", "stages.relearn", "warm", "2", "--seed", "0"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode != 0
+    assert "error: train.processes x train.nodes is 1 x 1 = 1, but this stage runs under torchrun with 2" in done.stderr
