@@ -1,6 +1,6 @@
 """The DVC pipeline end to end on a tiny config, in a temporary git repository: the caching a
 user relies on (nothing re-runs twice; a new chunk, one method's change or a new run seed re-runs
-only what it must)."""
+only what it must), and several machines sharing one DVC remote and one Git remote."""
 
 import json
 import os
@@ -66,6 +66,19 @@ def dvc(root, *args) -> str:
     return result.stdout + result.stderr
 
 
+def clone(shared: Path, name: str, rev: str = "main") -> Path:
+    """Another machine's fresh clone of the shared Git remote, at `rev`."""
+    git(shared.parent, "clone", "-q", "-b", "main", str(shared / "origin.git"), name)
+    git(shared.parent / name, "checkout", "-q", rev)
+    return shared.parent / name
+
+
+def output_files(root: Path) -> dict[str, bytes]:
+    """The pipeline's outputs (models, metrics), by path: what a machine has of the results."""
+    return {str(f.relative_to(root)): f.read_bytes() for folder in ("models", "metrics") for f in (root / folder).rglob("*")
+            if f.is_file() and f.name != ".gitignore"}
+
+
 def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
@@ -105,6 +118,9 @@ def test_pipeline_caching(project):
                    check=True, capture_output=True)
     assert (project / "metrics/relearn/seed_0/lure/chunk_2.json").read_bytes() == metrics_bytes
     assert (project / "models/seed_0/lure/chunk_2.pt").read_bytes() == model_bytes
+    assert not {"train_s", "forget_s", "wall_s"} & set(json.loads(metrics_bytes))
+    timing = json.loads((project / "metrics/stream/seed_0/lure/chunk_2/timing.json").read_text())
+    assert set(timing) == {"forget_s", "train_s"} and timing["train_s"] > 0
     assert not per_run("evaluate") & ran(dvc(project, "repro"))
     assert git(project, "status", "--porcelain") == ""  # no tracked file looks changed
 
@@ -142,25 +158,53 @@ def test_pipeline_caching(project):
     [plot] = plots["reliability"]
     assert {v["method"] for v in plot["content"]["layer"][1]["data"]["values"]} == set(METHODS)
 
-    # 7. A second run seed runs only that seed's stages and the report; the summary gains the spread.
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    # 7. Several machines, one DVC remote and one Git remote (a directory and a bare repository: the
+    #    code paths of S3 or SSH). A pushes; a fresh clone B pulls, runs nothing, and has A's metrics.
+    shared = project.parent / "shared"
+    git(project.parent, "init", "-q", "--bare", str(shared / "origin.git"))
+    dvc(project, "remote", "add", "-d", "shared", str(shared / "dvc"))
+    commit(project, "the lure experiment, and the shared remote")
+    git(project, "push", "-q", str(shared / "origin.git"), "HEAD:refs/heads/main")
+    dvc(project, "push", "--run-cache")
+    b = clone(shared, "b")
+    dvc(b, "pull")
+    assert ran(dvc(b, "repro")) == set()
+    assert dvc(b, "metrics", "diff").strip() == ""  # against A's commit, whose cached metrics B pulled
+    assert output_files(b) == output_files(project)
+
+    # 8. B runs a second run seed: only that seed's stages and the report; the summary gains the spread.
+    params = yaml.safe_load((b / "params.yaml").read_text())
     params["seeds"] = [0, 1]
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    seeded = dvc(project, "repro")
+    (b / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    seeded = dvc(b, "repro")
     assert ran(seeded) == {"learn@1", "report", *per_run("branch", 1), *per_run("evaluate", 1),
                            *(relearn(m, i, 1) for m in METHODS for i in (0, 1))}
-    summary = json.loads((project / "metrics/summary.json").read_text())
+    summary = json.loads((b / "metrics/summary.json").read_text())
     for method, row in summary.items():
         assert row["seeds"] == 2 and row["final_acc_std"] >= 0
-        runs = [json.loads((project / f"metrics/evaluate/seed_{s}/{method}.json").read_text())["final"] for s in (0, 1)]
+        runs = [json.loads((b / f"metrics/evaluate/seed_{s}/{method}.json").read_text())["final"] for s in (0, 1)]
         assert row["final_acc"] == pytest.approx((runs[0]["final_acc"] + runs[1]["final_acc"]) / 2)
     # The run seed changes the training (initial weights), not the data: the seeds' models differ.
-    assert (project / "models/seed_1/init.pt").read_bytes() != (project / "models/seed_0/init.pt").read_bytes()
-    assert "up to date" in dvc(project, "status")
-    timing = json.loads((project / "metrics/timing.json").read_text())
+    assert (b / "models/seed_1/init.pt").read_bytes() != (b / "models/seed_0/init.pt").read_bytes()
+    timing = json.loads((b / "metrics/timing.json").read_text())
     assert set(timing) == set(METHODS) and all(row["wall_s"] > 0 and "wall_s_std" in row for row in timing.values())
+    commit(b, "seed 1")
+    git(b, "push", "-q", "origin", "HEAD:main")
+    dvc(b, "push", "--run-cache")
 
-    # 8. A chunk taken off params.yaml leaves nothing behind: the evaluations remove its outputs, and
+    # 9. A third machine splits the grid by params: at A's commit (seed 0) it asks for seeds [0, 1];
+    #    `--pull` restores seed 1's stages from the run-cache that B pushed; only the report runs.
+    c = clone(shared, "c", rev="HEAD~1")
+    assert ran(dvc(c, "exp", "run", "--pull", "-S", "seeds=[0,1]")) == {"report"}
+    assert (c / "models/seed_1/lure/chunk_3.pt").read_bytes() == (b / "models/seed_1/lure/chunk_3.pt").read_bytes()
+
+    # 10. A pulls B's commit and gets B's stages without running them.
+    git(project, "pull", "-q", str(shared / "origin.git"), "main")
+    dvc(project, "pull")
+    assert ran(dvc(project, "repro")) == set() and "up to date" in dvc(project, "status")
+    assert output_files(project) == output_files(b)
+
+    # 11. A chunk taken off params.yaml leaves nothing behind: the evaluations remove its outputs, and
     #    the pipeline is up to date afterwards.
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["chunks"] = params["chunks"][:1]

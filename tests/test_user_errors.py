@@ -238,19 +238,6 @@ def test_a_short_stage_prints_no_progress_lines_and_a_terminal_gets_a_bar(capsys
 # --- 5. timings are kept apart, so that the same results look the same -----------------------------
 
 
-def test_a_relearn_stage_run_again_writes_the_same_metrics_bytes(learned, tmp_path):
-    root = copy_of(learned, tmp_path)
-    metrics = root / "metrics" / "relearn" / "seed_0" / "lure" / "chunk_2.json"
-    runs = []
-    for _ in range(2):
-        assert run_stage("stages.relearn", "lure", "2", "--seed", "0", cwd=root).returncode == 0
-        runs.append(metrics.read_bytes())
-    assert runs[0] == runs[1]
-    assert not {"train_s", "forget_s", "wall_s"} & set(json.loads(runs[0]))
-    timing = json.loads((root / "metrics" / "stream" / "seed_0" / "lure" / "chunk_2" / "timing.json").read_text())
-    assert set(timing) == {"forget_s", "train_s"} and timing["train_s"] > 0
-
-
 class Poison:
     """A hook that makes a weight NaN after the update `at` (1-based)."""
 
