@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from lure import __version__, distributed
+from lure import __version__
 from lure.config import Params, TrainSettings
 from lure.errors import LureError
 
@@ -31,9 +31,14 @@ def pick_device(settings: TrainSettings) -> torch.device:
         # what deterministic mode would also do: fill every new tensor with NaN; the code reads
         # no uninitialised memory, so that would cost time for nothing
         torch.utils.deterministic.fill_uninitialized_memory = False
-    if choice == "cuda" and distributed.world_size() > 1:
-        return torch.device("cuda", distributed.local_rank())  # one GPU per rank
+    if choice == "cuda" and ranks() > 1:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per rank (lure.distributed)
     return torch.device(choice)
+
+
+def ranks() -> int:
+    """The processes that compute this stage together: torchrun's WORLD_SIZE, 1 without it."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def cpu_name() -> str:
@@ -49,9 +54,9 @@ def cpu_name() -> str:
 
 def provenance(params: Params, run_seed: int | None, device: torch.device) -> dict[str, str | int | bool]:
     """Recorded beside every metric: the data's seed, the device and versions, the run seed."""
-    record = {"seed": params.seed, "device": str(device), "torch": torch.__version__,
+    record = {"seed": params.seed, "device": device.type, "torch": torch.__version__,
               "python": platform.python_version(), "lure": __version__, "run_seed": run_seed,
-              "deterministic": params.train.deterministic, "processes": distributed.world_size()}
+              "deterministic": params.train.deterministic, "ranks": ranks()}
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     return record

@@ -26,11 +26,11 @@ uneven last batch; the learning rate is unchanged. Only the order of floating-po
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import logging
 import os
-import signal
 import sys
 import warnings
 
@@ -39,9 +39,14 @@ import torch.distributed as dist
 from torch import nn
 
 from lure.config import TrainSettings
+from lure.device import pick_device
 from lure.errors import STOPPED, LureError
 
 RENDEZVOUS_ENV = "LURE_RENDEZVOUS"  # host:port of node 0, on every node, when train.nodes > 1
+RENDEZVOUS_WAIT_S = 900  # how long a node waits for the others at a stage's rendezvous
+_FAILED = "lure/failed"  # the key a failing rank sets in torchrun's store
+_store: dist.TCPStore | None = None  # torchrun's store (its agent serves it), once this rank has joined
+_failing = False
 
 
 def world_size() -> int:
@@ -69,7 +74,7 @@ def start(settings: TrainSettings) -> bool:
     """Make this stage process data-parallel as the params ask. Returns True where this process
     was the launcher: it ran the same command under torchrun, every rank finished, nothing is left
     to do. Returns False where this process should compute: the only one, or one rank of several
-    (its process group then initialised)."""
+    (its process group then joined)."""
     wanted = settings.processes * settings.nodes
     if under_torchrun():
         actual = int(os.environ["WORLD_SIZE"])
@@ -78,18 +83,28 @@ def start(settings: TrainSettings) -> bool:
                             f"but this stage runs under torchrun with {actual} processes: set train.processes "
                             f"and train.nodes in the params file so that DVC tracks them")
         if actual > 1 and not dist.is_initialized():
-            cuda = settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available())
-            if cuda:
-                torch.cuda.set_device(local_rank())
-            dist.init_process_group("nccl" if cuda else "gloo")
-            global _store  # torchrun's store (its agent serves it), where a failing rank leaves word
-            _store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                                   timeout=datetime.timedelta(seconds=30))
+            join(settings)
         return False
     if wanted == 1:
         return False
     launch(settings)
     return True
+
+
+def join(settings: TrainSettings) -> None:
+    """Join the stage's process group as one rank: NCCL between GPUs, one GPU per local rank;
+    gloo on the CPU."""
+    global _store
+    cuda = pick_device(settings).type == "cuda"
+    if cuda:
+        if local_rank() >= torch.cuda.device_count():
+            raise LureError(f"train.processes is {settings.processes}, but this machine has "
+                            f"{torch.cuda.device_count()} GPU(s): one process per GPU")
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group("nccl" if cuda else "gloo")
+    atexit.register(_leave)
+    _store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                           timeout=datetime.timedelta(seconds=30))
 
 
 def launch(settings: TrainSettings) -> None:
@@ -98,6 +113,7 @@ def launch(settings: TrainSettings) -> None:
     here as one LureError."""
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
 
     main = sys.modules["__main__"]
     module = getattr(main.__spec__, "name", None) if getattr(main, "__spec__", None) else None
@@ -112,7 +128,8 @@ def launch(settings: TrainSettings) -> None:
                             f"on every node, then run the same `dvc repro` on each")
         # the same id on every node for the same stage: a node at another stage does not join it
         run_id = hashlib.sha1(" ".join([*command, *sys.argv[1:]]).encode()).hexdigest()[:16]
-        options += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}"]
+        options += ["--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}",
+                    f"--rdzv-conf=join_timeout={RENDEZVOUS_WAIT_S},read_timeout={RENDEZVOUS_WAIT_S}"]
     # torchrun would set 1 thread per process, and say so; on the CPU the ranks share the cores
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // settings.processes)))
     # the agent's own lines on a failure (which signal went to which pid) say less than ours below
@@ -120,29 +137,36 @@ def launch(settings: TrainSettings) -> None:
     try:
         torchrun.run(torchrun.parse_args([*options, *command, *sys.argv[1:]]))
     except ChildFailedError as err:
-        # the rank that failed first: not one stopped by the others' failure (STOPPED) or by the agent (a signal)
+        # the rank that failed first: one that exited by itself, else one the agent stopped (a signal);
+        # never one that stopped because another failed (STOPPED)
         rank_, failure = min(err.failures.items(),
-                             key=lambda f: (f[1].exitcode in (STOPPED, -signal.SIGTERM), f[0]))
+                             key=lambda f: (f[1].exitcode == STOPPED, f[1].exitcode < 0, f[0]))
         raise LureError(f"rank {rank_} of {settings.processes * settings.nodes} failed (exit status "
-                        f"{failure.exitcode}), and every rank stopped; its message is above") from None
+                        f"{failure.exitcode}), and every rank stopped; its message is above"
+                        + (" (or on another node)" if settings.nodes > 1 else "")) from None
+    except RendezvousError as err:
+        raise LureError(f"the nodes did not meet at {os.environ.get(RENDEZVOUS_ENV)} ({type(err).__name__}: "
+                        f"{err}): is every node running the same stage, with the same data and cache?") from None
 
 
-_store: dist.TCPStore | None = None
-_FAILED = "lure/failed"
+def _leave() -> None:
+    """At exit: leave the process group, unless failing, where closing the connections first
+    would make the others fail before this rank's own failure is seen."""
+    if not _failing and dist.is_initialized():
+        dist.destroy_process_group()
 
 
-def record_failure() -> None:
-    """Leave word that this rank failed with a user error (said on its stderr)."""
-    if _store is not None:
-        _store.set(_FAILED, str(rank()))
-
-
-def another_rank_failed() -> bool:
-    """Whether another rank left word that it failed: then this rank's own error (a closed
-    connection, a collective cut short) is a consequence, not worth a traceback."""
+def first_to_fail() -> bool:
+    """Leave word in torchrun's store that this rank failed; whether it was the first to. Its
+    error is then the run's (printed once), every later one a consequence (a closed connection, a
+    collective cut short, or the same error met by every rank). True in a single process."""
+    global _failing
+    _failing = True
+    if _store is None:
+        return True
     try:
-        return _store is not None and _store.check([_FAILED])
-    except Exception:  # the store's host (torchrun's agent) is gone too
+        return _store.compare_set(_FAILED, "", str(rank()).encode()) == str(rank()).encode()
+    except Exception:  # the store's host (torchrun's agent) is gone: the others are stopping already
         return False
 
 
@@ -174,8 +198,8 @@ def check_same(what: str, tensors: dict[str, torch.Tensor], values: object = Non
     dist.all_gather_object(digests, digest.hexdigest())
     if len(set(digests)) > 1:
         differ = [r for r, d in enumerate(digests) if d != digests[0]]
-        raise LureError(f"{what} differs between the ranks (rank {differ[0]} and rank 0): with train.deterministic "
-                        f"false, GPUs may compute it differently; set it to true")
+        raise LureError(f"{what} differs between the ranks (rank {differ[0]} and rank 0): GPUs in benchmark mode "
+                        f"(train.deterministic: false) or of different models may compute it differently")
 
 
 # --- the model under DDP -------------------------------------------------------------------------
@@ -189,13 +213,14 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     # a conv with one input channel (grayscale) has a size-1 dimension, whose stride is arbitrary:
     # DDP warns that its gradient's strides differ from its bucket's, which costs nothing here
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    # buffers (BatchNorm's running statistics) stay equal on every rank by construction: no broadcast
     if device.type == "cuda":
         nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return DistributedDataParallel(model, device_ids=[device])
+        return DistributedDataParallel(model, device_ids=[device], broadcast_buffers=False)
     for module in model.modules():
         if type(module) is nn.BatchNorm2d:  # becomes its subclass: same parameters and buffers, same isinstance
             module.__class__ = GlooBatchNorm2d
-    return DistributedDataParallel(model)
+    return DistributedDataParallel(model, broadcast_buffers=False)
 
 
 class GlooBatchNorm2d(nn.BatchNorm2d):
@@ -208,21 +233,24 @@ class GlooBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
             return super().forward(x)
-        dims = [0, 2, 3]
-        count = all_sum(torch.tensor([float(x.numel() // x.shape[1])], device=x.device))
-        mean = SumOverRanks.apply(x.sum(dims)) / count
-        centred = x - mean[None, :, None, None]
+        dims, shape = [0, 2, 3], (1, -1, 1, 1)
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # statistics in float32 at least (bf16 input)
+        count = torch.tensor([float(x.numel() // x.shape[1])], device=x.device)
+        sums = SumOverRanks.apply(torch.cat([x32.sum(dims), count]))
+        count = sums[-1].detach()
+        mean = sums[:-1] / count
+        centred = x32 - mean.view(shape)
         var = SumOverRanks.apply(centred.square().sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * count / (count - 1).clamp_min(1), alpha=m)
-        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+                self.running_var.mul_(1 - m).add_(var.detach() * (count / (count - 1).clamp_min(1)), alpha=m)
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
 
 
 class SumOverRanks(torch.autograd.Function):

@@ -32,16 +32,24 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except LureError as err:
-            typer.echo(f"error: {err}", err=True)
-            if "lure.distributed" in sys.modules:  # one rank of several: the others stop without a word
-                sys.modules["lure.distributed"].record_failure()
-            raise typer.Exit(2) from None
+            if first_to_fail():  # one rank of several: the first failure speaks for every rank
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+            raise typer.Exit(STOPPED) from None
         except Exception:
-            if "lure.distributed" in sys.modules and sys.modules["lure.distributed"].another_rank_failed():
-                raise typer.Exit(STOPPED) from None  # its peer's error, e.g. a closed connection: said above
-            raise
+            if first_to_fail():
+                raise  # a bug: its traceback
+            raise typer.Exit(STOPPED) from None  # a consequence of another rank's failure, said by it
 
     return wrapper
+
+
+def first_to_fail() -> bool:
+    """Whether this process's failure is the first of its stage's ranks (lure.distributed), or
+    this is the only process. Looked up, not imported: the stages that never train do without
+    torch's ~4 s import."""
+    distributed = sys.modules.get("lure.distributed")
+    return distributed is None or distributed.first_to_fail()
 
 
 def run_command(fn: Callable[..., None]) -> None:

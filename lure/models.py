@@ -154,11 +154,11 @@ def predict(model: nn.Module, images: Images, batch_size: int = 1000) -> torch.T
 
 def accuracy(model: nn.Module, images: Images, batch_size: int = 1000) -> float:
     """Under DDP each rank predicts its share of the images and the hits are summed over the
-    ranks: every rank gets the same figure, and takes the same decisions from it."""
+    ranks: every rank must call it, gets the same figure, and takes the same decisions from it."""
     if len(images) == 0:
         return float("nan")
-    part = images.take(distributed.shard(len(images)))
-    hits = predict(model, part, batch_size).argmax(1) == part.y
+    part = images.take(distributed.shard(len(images)))  # may be empty with fewer images than ranks
+    hits = predict(model, part, batch_size).argmax(1) == part.y if len(part) else part.y.bool()
     if distributed.world_size() == 1:
         return hits.float().mean().item()
     return (distributed.all_sum(hits.sum()).float() / len(images)).item()

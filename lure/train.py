@@ -76,8 +76,14 @@ def lr_at(settings: TrainSettings, epoch: int) -> float:
     return settings.lr * settings.lr_gamma ** sum(epoch >= m for m in settings.lr_milestones)
 
 
-def updates_per_epoch(n: int, batch_size: int) -> int:
-    return n // batch_size + (n % batch_size >= 2)  # a last batch of one image is skipped
+def smallest_batch(world: int) -> int:
+    """Images a batch needs to be trained on: 2, as BatchNorm cannot train on one image, and under
+    DDP one per rank (a rank without images would leave the others alone in a collective)."""
+    return max(2, world)
+
+
+def updates_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    return n // batch_size + (n % batch_size >= smallest_batch(world))  # a smaller last batch is skipped
 
 
 class NotFinite(LureError):
@@ -137,7 +143,7 @@ class Trainer:
         self.bf16, self.channels_last = fast_path(settings, device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.world = distributed.world_size()
         forward = distributed.data_parallel(model, device) if self.world > 1 else model
         self.forward = torch.compile(forward) if settings.compile else forward
         self.optimizer = SGD(list(model.named_parameters()), settings.lr, settings.momentum, settings.weight_decay,
@@ -161,9 +167,9 @@ class Trainer:
         updates = images = 0
         losses, correct = [], torch.zeros((), dtype=torch.long, device=device)
         for batch in torch.arange(len(train), device=device).split(s.batch_size):
-            if len(batch) < 2:  # BatchNorm cannot train on a single image
+            if len(batch) < smallest_batch(self.world):
                 continue
-            position = batch.tensor_split(self.world)[self.rank] if self.world > 1 else batch
+            position = batch[distributed.shard(len(batch))]  # the whole batch in one process
             index = order[position]
             x, y = train.x[index], train.y[index]
             if s.augment == "crop_flip":
@@ -172,9 +178,9 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.forward(as_float(x))
-                loss = self.loss(logits, y) if len(y) else logits.sum()  # a rank may get no image of the last batch
-            # this rank's share of the batch's mean loss (the sum over the ranks is the batch's)
-            losses.append(loss.detach().float() * (len(y) / len(batch)) if self.world > 1 else loss.detach().float())
+                loss = self.loss(logits, y)
+            share = len(y) / len(batch)  # of the batch, this rank's (1.0 in one process: exact)
+            losses.append(loss.detach().float() * share)  # summed over the ranks: the batch's mean loss
             correct += (logits.detach().argmax(1) == y).sum()
             self.optimizer.lr = self.lr
             for hook in self.hooks:
@@ -182,7 +188,7 @@ class Trainer:
             self.optimizer.zero_grad()
             # DDP averages the ranks' gradients: weighted by its share of the batch, each rank's mean
             # loss averages to the whole batch's mean, as in one process
-            (loss * (len(y) * self.world / len(batch)) if self.world > 1 else loss).backward()
+            (loss * (share * self.world)).backward()
             self.optimizer.step()
             self.updates += 1
             updates += 1
@@ -190,9 +196,8 @@ class Trainer:
             for hook in self.hooks:
                 hook.after_step(self)
         # the batches' losses and the correct count, summed over the ranks: the same on every rank
-        totals = distributed.all_sum(torch.cat([torch.stack(losses) if losses else torch.zeros(0, device=device),
-                                                correct.float()[None]]))
-        loss, correct_count = totals[:-1], int(totals[-1])
+        loss = distributed.all_sum(torch.stack(losses)) if losses else torch.zeros(0, device=device)
+        correct_count = int(distributed.all_sum(correct))
         finite = torch.isfinite(loss)
         if losses and not bool(finite.all()):
             raise NotFinite("loss", self.updates - updates + 1 + int((~finite).nonzero()[0]))
@@ -231,8 +236,8 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
     """Train `model` in place for one chunk, starting from the carried SGD `momentum` (if any);
     it ends holding the selected checkpoint. `generator` draws the batch order and augmentation."""
     start = time.perf_counter()
-    trainer = Trainer(model, settings, train.y.device, updates_per_epoch(len(train), settings.batch_size), momentum,
-                      hooks)
+    trainer = Trainer(model, settings, train.y.device,
+                      updates_per_epoch(len(train), settings.batch_size, distributed.world_size()), momentum, hooks)
     for hook in hooks:
         hook.before_fit(trainer)
     updates = images = 0

@@ -48,10 +48,10 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def run_stage(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+def run_stage(module: str, *args: str, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
     """A stage (or `lure.cli`) as DVC runs it: a fresh Python process in `cwd`."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=timeout)
 
 
 # --- small real data and models for the methods' tests ------------------------------------------

@@ -177,12 +177,12 @@ def test_the_compact_table_fits_a_terminal_of_120_columns_with_three_seeds():
 
 def test_the_readmes_result_tables_are_what_the_committed_results_give():
     """Every block <!-- lure results ARGS --> of README.md holds what `lure results ARGS` prints
-    from the committed metrics or a folder of kept results (results/<name>)."""
+    from a folder of kept results (results/<name>)."""
     from lure.cli import README_BLOCK, readme_text
 
     readme = (ROOT / "README.md").read_text()
     blocks = [m["args"].strip() for m in README_BLOCK.finditer(readme)]
-    assert "--all" in blocks  # the default pipeline's, from metrics/
+    assert "--from results/digits-default --all" in blocks  # the default pipeline's
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)
         assert readme_text(readme) == readme, "README.md is stale: uv run lure readme"
