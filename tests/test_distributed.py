@@ -1,14 +1,11 @@
 """Data-parallel training (lure.distributed) on the CPU with gloo, 2 processes: the same
-optimisation as one process at the same global batch; a stage on two nodes that ends like the
+optimisation as one process at the same global batch; a stage under torchrun that ends like the
 single-process stage; a failure on one rank that stops every rank with its message."""
 
 import datetime
 import json
 import os
-import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,7 +18,7 @@ from lure.config import TrainSettings
 from lure.models import as_float, set_input_stats, small_cnn
 from lure.streams import batch_order
 from lure.train import fit
-from tests.conftest import ROOT, digits_images, run_stage
+from tests.conftest import digits_images, run_stage
 
 # 147 training images: with a global batch of 32 the last batch has 19, split 10 + 9, so the
 # loss weighting of an uneven split is exercised too.
@@ -120,45 +117,25 @@ def relearned(root) -> tuple[dict, dict]:
     return json.loads((root / "metrics/relearn/seed_0/lure/chunk_2.json").read_text()), model
 
 
-def test_lure_relearn_stage_on_two_nodes_gives_the_single_process_results(tmp_path, monkeypatch):
-    """Chunk 1 learned by 2 processes of one node (rank 1 computes, rank 0 alone writes); then chunk
-    2 relearned by two nodes of one process each, in two clones, meeting at a rendezvous (the
-    README's multi-node path, on one machine): each node writes the same files, and they are the
-    single process's: the same reset mask, the same metrics, weights within float32's summation
-    order."""
-    from stages import branch, prepare, relearn
+def test_lure_relearn_stage_under_torchrun_gives_the_single_process_results(tmp_path, monkeypatch):
+    """The relearn stage as DVC runs it, with train.processes: 2: it runs itself under torchrun,
+    rank 1 computes alongside, rank 0 alone writes; its results are the single process's: the
+    same reset, the same counts and metrics, weights within float32's summation order."""
+    from stages import branch, learn, prepare, relearn
 
-    node0, node1 = tmp_path / "node0", tmp_path / "node1"
-    node0.mkdir()
-    (node0 / "params.yaml").write_text(yaml.safe_dump(TINY))
-    for name, ranks in (("processes.yaml", {"processes": 2}), ("nodes.yaml", {"nodes": 2})):
-        (node0 / name).write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], **ranks}}))
-    monkeypatch.chdir(node0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "processes": 2}}))
+    monkeypatch.chdir(tmp_path)
     prepare.main()
-    learned = run_stage("stages.learn", "--seed", "0", "--params", "processes.yaml", cwd=node0, timeout=300)
-    assert learned.returncode == 0, learned.stderr
-    assert learned.stdout.count("seed 0, chunk 1:") == 1  # one writer
-    assert json.loads((node0 / "metrics/learn/seed_0.json").read_text())["provenance"]["ranks"] == 2
+    learn.main(seed=0)
     branch.main("lure", seed=0)
-    shutil.copytree(node0, node1)
 
-    endpoint = f"127.0.0.1:{free_port()}"  # free when asked: another process could take it first (rare)
-    command = [sys.executable, "-m", "stages.relearn", "lure", "2", "--seed", "0", "--params", "nodes.yaml"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LURE_RENDEZVOUS": endpoint}
-    nodes = [subprocess.Popen(command, cwd=node, env=env, stdout=open(node / "out.txt", "w"),
-                              stderr=open(node / "err.txt", "w")) for node in (node0, node1)]
-    try:
-        for node, process in zip((node0, node1), nodes):
-            assert process.wait(timeout=300) == 0, (node / "err.txt").read_text()
-            assert (node / "out.txt").read_text().count("lure seed 0 chunk 2:") == 1
-    finally:
-        for process in nodes:
-            process.kill()
-    ddp_metrics, ddp_model = relearned(node0)
-    assert relearned(node1)[0] == ddp_metrics
-    assert all(torch.equal(relearned(node1)[1].weights[n], ddp_model.weights[n]) for n in ddp_model.weights)
+    done = run_stage("stages.relearn", "lure", "2", "--seed", "0", "--params", "ddp.yaml", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("lure seed 0 chunk 2:") == 1  # one writer
+    ddp_metrics, ddp_model = relearned(tmp_path)
     relearn.main("lure", 2, seed=0)
-    metrics, model = relearned(node0)
+    metrics, model = relearned(tmp_path)
 
     assert ddp_metrics["reset"] == metrics["reset"] and ddp_metrics["reset_by_layer"] == metrics["reset_by_layer"]
     assert ddp_metrics["provenance"]["ranks"] == 2 and metrics["provenance"]["ranks"] == 1

@@ -306,11 +306,14 @@ def test_chunks_beyond_the_last_are_the_removed_chunks_outputs_only(in_tmp):
                                           paths.curves_log("lure", 0, k)))
 
 
-def test_results_kept_and_printed_from_their_folder(learned, tmp_path):
+def test_results_kept_and_printed_from_their_folder(learned, tmp_path, monkeypatch):
+    from stages import corrupt, evaluate, relearn
+
     root = copy_of(learned, tmp_path)
-    for stage in [("stages.relearn", "lure", "2", "--seed", "0"), ("stages.corrupt",),
-                  ("stages.evaluate", "lure", "--seed", "0")]:
-        assert run_stage(*stage, cwd=root).returncode == 0
+    monkeypatch.chdir(root)
+    relearn.main("lure", 2, seed=0)
+    corrupt.main()
+    evaluate.main("lure", seed=0)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["methods"] = {"lure": {}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
