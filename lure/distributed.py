@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import hashlib
+import inspect
 import logging
 import os
 import sys
@@ -214,13 +215,16 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     # DDP warns that its gradient's strides differ from its bucket's, which costs nothing here
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # buffers (BatchNorm's running statistics) stay equal on every rank by construction: no broadcast
+    # at every forward (forward_sync_buffers in newer torch; broadcast_buffers in older, deprecated since)
+    options = inspect.signature(DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
     if device.type == "cuda":
         nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return DistributedDataParallel(model, device_ids=[device], broadcast_buffers=False)
+        return DistributedDataParallel(model, device_ids=[device], **no_sync)
     for module in model.modules():
         if type(module) is nn.BatchNorm2d:  # becomes its subclass: same parameters and buffers, same isinstance
             module.__class__ = GlooBatchNorm2d
-    return DistributedDataParallel(model, broadcast_buffers=False)
+    return DistributedDataParallel(model, **no_sync)
 
 
 class GlooBatchNorm2d(nn.BatchNorm2d):
