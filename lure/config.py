@@ -67,10 +67,16 @@ class TorchvisionData(ChunkedData):
 
 
 class ImageFolderData(ChunkedData):
-    """Your own images, all of one size."""
+    """Your own images: any size and format Pillow reads, decoded once by prepare."""
 
     source: Literal["imagefolder"] = Field(description="this section's source")
     path: Path = Field(description="a folder with train/<class>/* and test/<class>/* images")
+    image_size: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="resize each image's shorter side to this many pixels, then crop its centre square "
+                          "(torchvision's Resize + CenterCrop, bilinear); null: every image must have one size")
+    bad_images: Literal["stop", "skip"] = Field(
+        "stop", description="an unreadable or truncated image: stop, naming it; skip: leave it out, and count "
+                            "the images left out in prepare's output and meta.json")
 
 
 DATA_SOURCES = (DigitsData, TorchvisionData, ImageFolderData)

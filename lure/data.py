@@ -10,6 +10,8 @@ ones and leaves the earlier ones byte-identical.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +58,7 @@ class Source:
     pool: Images  # where chunks are cut from
     test: Images
     classes: list[str]
+    skipped: int = 0  # unreadable images left out (data.bad_images: skip)
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,12 @@ def load_source(data: DataSource, seed: int) -> Source:
     elif isinstance(data, TorchvisionData):
         source = _load_torchvision(data)
     elif isinstance(data, ImageFolderData):
-        source = _load_imagefolder(data.path)
+        source = _load_imagefolder(data.path, data.image_size, data.bad_images)
     else:
         raise AssertionError(data)
     if data.shots_per_class is not None:
-        source = Source(few_shot(source.pool, data.shots_per_class, seed), source.test, source.classes)
+        source = Source(few_shot(source.pool, data.shots_per_class, seed), source.test, source.classes,
+                        source.skipped)
     return source
 
 
@@ -113,7 +117,7 @@ def _check_image_folder(root: Path, key: str = "data.path") -> None:
             raise LureError(f"{key}: {root / part} is missing (expected train/<class>/* and test/<class>/*)")
 
 
-def _load_imagefolder(root: Path) -> Source:
+def _load_imagefolder(root: Path, size: int | None = None, bad_images: str = "stop") -> Source:
     _check_image_folder(root)
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if len(classes) < 2:
@@ -121,7 +125,11 @@ def _load_imagefolder(root: Path) -> Source:
     test_classes = sorted(p.name for p in (root / "test").iterdir() if p.is_dir())
     if test_classes != classes:
         raise LureError(f"data.path: class folders differ between train/ ({classes}) and test/ ({test_classes})")
-    return Source(_read_folder(root / "train", classes), _read_folder(root / "test", classes), classes)
+    train, test = (_read_folder(root / part, classes, size, bad_images) for part in ("train", "test"))
+    if train.images.x.shape[1:] != test.images.x.shape[1:]:
+        raise LureError(f"data.path: train/ images are {train.images.x.shape[1:]}, test/ images "
+                        f"{test.images.x.shape[1:]} (channels, height, width); set data.image_size")
+    return Source(train.images, test.images, classes, len(train.skipped) + len(test.skipped))
 
 
 # Where torchvision keeps each dataset under `root`, and where it comes from.
@@ -191,25 +199,117 @@ def _torchvision_split(dataset) -> Images:
     return Images(np.ascontiguousarray(x, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64))
 
 
-def _read_folder(folder: Path, classes: list[str]) -> Images:
+GRAYSCALE_MODES = ("1", "L", "I;16", "I", "F")
+PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class FolderRead:
+    """A folder's images as prepare stores them, and the unreadable files it left out."""
+
+    images: Images
+    skipped: list[str]
+
+
+def read_image(file: Path, size: int | None, grayscale: bool) -> np.ndarray:
+    """One image as uint8 (C, H, W): grayscale (1 channel) or RGB (3; an alpha channel is dropped,
+    as torchvision's ImageFolder loader drops it), with `size`, shorter side resized to `size`
+    (bilinear) and its centre square cropped, the rule of torchvision's Resize + CenterCrop."""
     from PIL import Image
 
-    images, labels, shape = [], [], None
+    with Image.open(file) as img:
+        img = img.convert("L" if grayscale else "RGB")
+        if size is not None:
+            w, h = img.size
+            if (w, h) != (size, size):
+                short, long = min(w, h), max(w, h)
+                scaled = (size, int(size * long / short)) if w <= h else (int(size * long / short), size)
+                img = img.resize(scaled, Image.BILINEAR)
+                w, h = img.size
+            left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+            img = img.crop((left, top, left + size, top + size))
+        array = np.asarray(img)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _read_or_none(args: tuple[Path, int | None, bool]) -> np.ndarray | str:
+    """read_image, or the reason the file cannot be read (for a worker process)."""
+    try:
+        return read_image(*args)
+    except Exception as err:  # Pillow raises OSError, UnidentifiedImageError, SyntaxError, ValueError...
+        return f"{type(err).__name__}: {err}"
+
+
+def _image_files(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    files = []
     for label, name in enumerate(classes):
-        files = sorted(f for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        for file in files:
-            with Image.open(file) as img:
-                array = np.asarray(img.convert("L" if img.mode in ("1", "L", "I;16", "I") else "RGB"))
-            array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-            if shape is None:
-                shape = array.shape
-            elif array.shape != shape:
-                raise LureError(f"{file}: image is {array.shape}, the first image was {shape}; all images must match")
-            images.append(array)
-            labels.append(label)
+        found = sorted(f for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise LureError(f"data.path: the class folder {folder / name} has no images")
+        files += [(f, label) for f in found]
+    return files
+
+
+def _is_grayscale(file: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:  # the header only
+            return img.mode in GRAYSCALE_MODES
+    except Exception:
+        return False  # unreadable: read_image says so
+
+
+class Ticker:
+    """A plain progress line every PROGRESS_EVERY_S seconds, with the time left; none for work
+    shorter than that."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.start = self.last = time.perf_counter()
+
+    def tick(self, item):
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_EVERY_S and self.done < self.total:
+            left = (now - self.start) / self.done * (self.total - self.done)
+            print(f"  {self.label}: {self.done}/{self.total}, {left:.0f} s left", flush=True)
+            self.last = now
+        return item
+
+
+def _read_folder(folder: Path, classes: list[str], size: int | None = None, bad_images: str = "stop") -> FolderRead:
+    """Every image under folder/<class>/, decoded in parallel over the CPU cores, in file order.
+    All grayscale: one channel; any colour image: RGB for all."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    files = _image_files(folder, classes)
+    grayscale = all(_is_grayscale(f) for f, _ in files)
+    ticker = Ticker(f"decoding {len(files)} images under {folder}", len(files))
+    workers = min(len(files) // 256 + 1, os.cpu_count() or 1)  # a process pool pays for itself past a few hundred
+    jobs = [(f, size, grayscale) for f, _ in files]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = [ticker.tick(r) for r in pool.map(_read_or_none, jobs, chunksize=64)]
+    else:
+        results = [ticker.tick(_read_or_none(job)) for job in jobs]
+    images, labels, skipped, shape = [], [], [], None
+    for (file, label), result in zip(files, results):
+        if isinstance(result, str):
+            if bad_images == "stop":
+                raise LureError(f"{file}: cannot be read ({result}); remove it, or set data.bad_images: skip")
+            skipped.append(str(file))
+            continue
+        if shape is None:
+            shape = result.shape
+        elif result.shape != shape:
+            raise LureError(f"{file}: image is {result.shape[2]}x{result.shape[1]} pixels, the first was "
+                            f"{shape[2]}x{shape[1]} (width x height); set data.image_size to resize every image")
+        images.append(result)
+        labels.append(label)
     if not images:
-        raise LureError(f"data.path: no images under {folder}")
-    return Images(np.stack(images), np.asarray(labels, dtype=np.int64))
+        raise LureError(f"data.path: no readable images under {folder}")
+    return FolderRead(Images(np.stack(images), np.asarray(labels, dtype=np.int64)), skipped)
 
 
 # --- chunking ---------------------------------------------------------------------------------
@@ -273,6 +373,7 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
         "test_size": len(source.test),
         "chunk_train_size": len(chunks[0].train),
         "chunk_val_size": len(chunks[0].val),
+        **({"skipped_images": source.skipped} if source.skipped else {}),  # unreadable, left out
     }
     with atomic_dir(out_dir) as tmp:
         save_arrays(tmp / paths.TEST, {"x": source.test.x, "y": source.test.y})

@@ -10,7 +10,8 @@ def main(params_file: ParamsFile = PARAMS_FILE) -> None:
     p = load_params(params_file)
     meta = prepare(p, paths.PREPARED)
     print(f"{meta['source']}: {p.n_chunks} chunks of {meta['chunk_train_size']} train + "
-          f"{meta['chunk_val_size']} val images; test {meta['test_size']}; {len(meta['classes'])} classes")
+          f"{meta['chunk_val_size']} val images; test {meta['test_size']}; {len(meta['classes'])} classes"
+          + (f"; {meta['skipped_images']} unreadable images left out" if "skipped_images" in meta else ""))
 
 
 if __name__ == "__main__":
