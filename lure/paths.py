@@ -17,8 +17,8 @@ MODELS = Path("models")
 METRICS = Path("metrics")
 
 SUMMARY = METRICS / "summary.json"
-TIMING = METRICS / "timing.json"
-STAGE_TIMING = "timing.json"  # a training stage's wall times, in its log folder  # wall times per method: apart from the metrics, not tracked by git
+TIMING = METRICS / "timing.json"  # wall times per method: apart from the metrics, not tracked by git
+STAGE_TIMING = "timing.json"  # a training stage's wall times, in its log folder
 ACCURACY_PLOT = METRICS / "accuracy.csv"
 CORRUPTION_PLOT = METRICS / "corruption.csv"
 STABILITY_PLOT = METRICS / "stability.csv"

@@ -99,7 +99,7 @@ class SoftTargets:
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         probs = logits.detach().float().softmax(1)
         correct = (probs.argmax(1) == labels).float()
-        if distributed.world_size() == 1:
+        if distributed.world_size() == 1:  # into the sums directly: one process's results stay as they were
             self.sums.index_add_(0, labels, probs * correct[:, None])
             self.counts.index_add_(0, labels, correct)
             return
