@@ -306,7 +306,9 @@ def error_lines(err: ValidationError, prefix: str = "") -> str:
                 message = f"a key of the {' and '.join(others)} source only, not of {source}"
         elif e["type"] == "missing":
             message = "required key is missing"
-        got = "" if e["type"] in ("extra_forbidden", "missing") else f" (got {e['input']!r})"
+        # a whole section's check (model_validator) names its values itself: no dump of the section
+        quiet = e["type"] in ("extra_forbidden", "missing") or isinstance(e["input"], dict)
+        got = "" if quiet else f" (got {e['input']!r})"
         lines.append(f"  {'.'.join(parts) or '(top level)'}: {message}{got}")
     return "\n".join(lines)
 

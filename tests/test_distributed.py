@@ -160,9 +160,15 @@ def test_a_failure_on_one_rank_stops_every_rank_with_its_message(tmp_path, param
     assert "Traceback" not in done.stderr and "rank 0 was not stopped" not in done.stdout
 
 
-def test_a_batch_smaller_than_the_ranks_is_refused_naming_the_key():
-    with pytest.raises(ValueError, match="batch_size: 4 is fewer images than the 8 processes"):
-        TrainSettings(batch_size=4, processes=4, nodes=2)
+def test_a_batch_smaller_than_the_ranks_is_refused_naming_the_key(params_dict):
+    from lure.config import parse_params
+    from lure.errors import LureError
+
+    params_dict["train"].update(batch_size=4, processes=4, nodes=2)
+    with pytest.raises(LureError) as refused:
+        parse_params(params_dict)
+    assert str(refused.value).splitlines()[1:] == [
+        "  train: batch_size: 4 is fewer images than the 8 processes (processes x nodes) that share each batch"]
 
 
 def test_a_stage_under_torchrun_by_hand_must_agree_with_the_params(monkeypatch):
