@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from lure.config import ModelSettings, TrainSettings
-from lure.data import Images, load_source
+from lure.data import Images, decode, load_source
 from lure.device import cpu_name, pick_device
 from lure.models import build_model, predict
 from lure.train import Trainer
@@ -44,8 +44,12 @@ def load_images(args) -> Images:
         return Images(rng.integers(0, 256, (args.images, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, args.images))
     from lure.config import ImageFolderData
 
+    import tempfile
+
     source = load_source(ImageFolderData(source="imagefolder", path=args.data, chunk_size=2), seed=0)
-    return source.pool.take(np.arange(min(args.images, len(source.pool))))
+    with tempfile.TemporaryDirectory() as scratch:
+        images, _ = decode(source.pool.take(np.arange(min(args.images, len(source.pool)))), Path(scratch), "pool")
+        return Images(np.array(images.x), images.y)
 
 
 def sync(device: torch.device) -> None:

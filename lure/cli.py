@@ -160,7 +160,8 @@ def bench_table(name: str) -> str:
     if not path.is_file():
         raise LureError(f"{path}: no such result; run the benchmark of bench/ that writes it")
     kind = name.split("-")[0]
-    tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table}
+    tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table,
+              "images": _images_table}
     if kind not in tables:
         raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
     lines, about = tables[kind](read_json(path))
@@ -186,6 +187,28 @@ def _throughput_table(r: dict) -> tuple[list[str], str]:
               f"{row.get('baseline_train_img_s', '-')} | {row.get('speedup', '-')} | {row['eval_img_s']} |"
               for row in r["rows"]]
     return lines, f"{r['device']}; torch {r['torch']}; commit {r['commit'][:10]}"
+
+
+def _images_table(r: dict) -> tuple[list[str], str]:
+    """Prepare at each scale, training resident vs streamed, and the extrapolation to 250,000 photos."""
+    lines = ["| photos | prepare (s) | prepare (img/s) | peak host memory (MB) | disk (MB) |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {row['photos']} | {row['seconds']} | {row['prepare_img_s']} | {row['peak_rss_mb']} | "
+              f"{row['disk_mb']} |" for row in r["rows"]]
+    t, e = r["rows"][0], r["extrapolated"]
+    lines += ["", "| training (small_cnn, batch 32, resized_crop_flip) | resident | streamed |", "|---|---:|---:|",
+              f"| img/s | {t['resident_train_img_s']} | {t['streamed_train_img_s']} |",
+              "", f"| {e['photos']:,} photos at {r['image_size']} pixels, extrapolated | |", "|---|---:|",
+              f"| prepare, this machine | {e['prepare_hours']} h |",
+              f"| disk, data/prepared (every photo in a chunk; DVC's cache holds a second copy unless linked) | "
+              f"{e['prepared_disk_gb']} GB |",
+              f"| peak host memory while preparing (measured; flat in the number of photos) | "
+              f"{e['prepare_peak_rss_mb']} MB |",
+              f"| device memory to keep all of them resident (uint8; computed) | {e['resident_device_gb']} GB |",
+              f"| the same for rimagenet-paper.yaml (8 x 6250 + 3450 test; computed) | "
+              f"{e['rimagenet_paper_resident_device_gb']} GB |"]
+    m = r["machine"]
+    return lines, (f"{m['cores']} cores, {m['cpu']}; streamed reads {t['streamed_read_img_s']} img/s in random "
+                   f"batches of 128; torch {r['torch']}; commit {r['commit'][:10]}")
 
 
 def _corruptions_table(r: dict) -> tuple[list[str], str]:

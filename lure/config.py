@@ -70,13 +70,19 @@ class ImageFolderData(ChunkedData):
     """Your own images: any size and format Pillow reads, decoded once by prepare."""
 
     source: Literal["imagefolder"] = Field(description="this section's source")
-    path: Path = Field(description="a folder with train/<class>/* and test/<class>/* images")
+    path: Path = Field(description="a folder with train/<class>/* and test/<class>/* images (or val/<class>/*, "
+                                   "ImageNet's name for its test images)")
     image_size: Annotated[int, Field(ge=1)] | None = Field(
         None, description="resize each image's shorter side to this many pixels, then crop its centre square "
                           "(torchvision's Resize + CenterCrop, bilinear); null: every image must have one size")
     bad_images: Literal["stop", "skip"] = Field(
         "stop", description="an unreadable or truncated image: stop, naming it; skip: leave it out, and count "
                             "the images left out in prepare's output and meta.json")
+    superclasses: Literal["restricted_imagenet", "restricted_imagenet_balanced"] | None = Field(
+        None, description="group an ImageNet folder's 1000 classes (their sorted folder order) into superclasses "
+                          "of class-index ranges, leaving the other classes out: restricted_imagenet, Tsipras et "
+                          "al.'s 9; restricted_imagenet_balanced, the 14 of 5 classes each that the official LURE "
+                          "code's R-ImageNet imports (lure/data.py lists the ranges)")
 
 
 DATA_SOURCES = (DigitsData, TorchvisionData, ImageFolderData)
@@ -129,13 +135,20 @@ class TrainSettings(Strict):
     select: Literal["best_val", "last"] = Field(
         "best_val", description="best_val: the epoch with the best validation accuracy ends the chunk (the paper); "
                                 "last: the last epoch")
-    augment: Literal["none", "crop_flip"] = Field(
-        "none", description="crop_flip: random crop of the zero-padded image plus a horizontal flip, in batches on "
+    augment: Literal["none", "crop_flip", "resized_crop_flip"] = Field(
+        "none", description="crop_flip: random crop of the zero-padded image plus a horizontal flip (CIFAR's "
+                            "recipe); resized_crop_flip: a random crop of 8-100% of the area and 3/4-4/3 aspect "
+                            "ratio resized back to the image size, plus a flip (ImageNet's RandomResizedCrop "
+                            "recipe, for large images; evaluation sees the stored centre crop); both in batches on "
                             "the device")
     crop_padding: int = Field(4, ge=0, description="crop_flip: padding in pixels")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast and channels_last on CUDA, fp32 on the CPU")
     compile: bool = Field(False, description="torch.compile the model (CUDA; pays a compile per stage)")
+    placement: Literal["auto", "resident", "streamed"] = Field(
+        "auto", description="where the images live while a stage runs: auto keeps each set on the device while "
+                            "they fit in half its free memory (the host's on the CPU) and streams the rest from the "
+                            "memory-mapped chunk files, a batch at a time; the same weights either way")
     processes: int = Field(1, ge=1, description="data-parallel processes per machine, one per GPU (on the CPU, "
                            "gloo): the training stages run themselves under torchrun (DDP); batch_size stays the "
                            "global batch, so the results are the single-process run's")

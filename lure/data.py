@@ -1,7 +1,12 @@
 """Data arriving in chunks: sources, the seeded chunking, and what each replay mode trains on.
 
 Everything here is numpy (no torch), so the prepare stage starts fast; training moves Images
-to its device with `Images.on`.
+to its device with `Images.on` (lure.placement decides between that and streaming).
+
+An image folder is read lazily: its pool and test set are ImageFiles (paths) until prepare
+decodes the images that the test set and the chunks take, in parallel, each straight to disk, so
+that no chunk has to fit in the host's memory; the chunk files are stored .npz archives that the
+training stages memory-map.
 
 Chunk k is a fixed slice of one seeded permutation of the training pool, so its content
 depends on the seed, the pool and the chunk size only: asking for more chunks appends new
@@ -11,6 +16,8 @@ ones and leaves the earlier ones byte-identical.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +51,67 @@ class Images:
         return Images(self.x[index], self.y[index])
 
     def on(self, device: torch.device) -> Images:
+        """A copy on `device`, read in whole (from memory-mapped files too)."""
         import torch  # here, not at the top: preparing the data needs numpy only
 
-        return Images(torch.as_tensor(self.x, device=device), torch.as_tensor(self.y, device=device))
+        return Images(torch.from_numpy(np.array(self.x)).to(device), torch.from_numpy(np.array(self.y)).to(device))
 
     @staticmethod
     def concat(parts: list[Images]) -> Images:
-        return Images(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
+        """One set of the parts in order; memory-mapped parts stay on disk (Concatenated)."""
+        if any(isinstance(p.x, np.memmap | Concatenated) for p in parts):
+            x = Concatenated([p.x for p in parts])
+        else:
+            x = np.concatenate([p.x for p in parts])
+        return Images(x, np.concatenate([np.asarray(p.y) for p in parts]))
+
+
+class Concatenated:
+    """Arrays read as one along their first axis without copying them: a replay set over
+    memory-mapped chunk files, read only where indexed."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = [q for p in parts for q in (p.parts if isinstance(p, Concatenated) else [p])]
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.shape = (int(self.starts[-1]), *self.parts[0].shape[1:])
+        self.dtype = self.parts[0].dtype
+        self.nbytes = sum(p.nbytes for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.concatenate(self.parts).astype(dtype or self.dtype, copy=False)
+
+    def __getitem__(self, index) -> np.ndarray:
+        """Rows as an array in the order asked (an int, a slice or an index array)."""
+        rows = np.arange(len(self))[index]
+        if np.ndim(rows) == 0:
+            part = int(np.searchsorted(self.starts, rows, side="right")) - 1
+            return np.asarray(self.parts[part][rows - self.starts[part]])
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        part_of = np.searchsorted(self.starts, rows, side="right") - 1
+        for part in np.unique(part_of):
+            hits = np.flatnonzero(part_of == part)
+            out[hits] = self.parts[part][rows[hits] - self.starts[part]]
+        return out
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Image files not decoded yet, and how prepare decodes them (`decode`): an image folder's
+    pool and test set, so that images no chunk takes are never read. Indexing picks files."""
+
+    files: np.ndarray  # paths, as str
+    size: int | None  # data.image_size
+    grayscale: bool  # every image of the folder is: stored with one channel
+    bad_images: str  # data.bad_images
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index) -> ImageFiles:
+        return ImageFiles(self.files[index], self.size, self.grayscale, self.bad_images)
 
 
 @dataclass(frozen=True)
@@ -58,7 +119,6 @@ class Source:
     pool: Images  # where chunks are cut from
     test: Images
     classes: list[str]
-    skipped: int = 0  # unreadable images left out (data.bad_images: skip)
 
 
 @dataclass(frozen=True)
@@ -79,12 +139,11 @@ def load_source(data: DataSource, seed: int) -> Source:
     elif isinstance(data, TorchvisionData):
         source = _load_torchvision(data)
     elif isinstance(data, ImageFolderData):
-        source = _load_imagefolder(data.path, data.image_size, data.bad_images)
+        source = _load_imagefolder(data.path, data.image_size, data.bad_images, data.superclasses)
     else:
         raise AssertionError(data)
     if data.shots_per_class is not None:
-        source = Source(few_shot(source.pool, data.shots_per_class, seed), source.test, source.classes,
-                        source.skipped)
+        source = Source(few_shot(source.pool, data.shots_per_class, seed), source.test, source.classes)
     return source
 
 
@@ -109,27 +168,83 @@ def _load_digits(data: DigitsData, seed: int) -> Source:
     return Source(Images(x_pool, y_pool), Images(x_test, y_test), [str(c) for c in digits.target_names])
 
 
+def _test_part(root: Path) -> Path:
+    """The folder of test images: test/, or val/ (ImageNet's layout) where there is no test/."""
+    return root / "test" if (root / "test").is_dir() or not (root / "val").is_dir() else root / "val"
+
+
 def _check_image_folder(root: Path, key: str = "data.path") -> None:
     if not root.is_dir():
         raise LureError(f"{key}: {root} is not a directory (expected train/<class>/* and test/<class>/*)")
-    for part in ("train", "test"):
-        if not (root / part).is_dir():
-            raise LureError(f"{key}: {root / part} is missing (expected train/<class>/* and test/<class>/*)")
+    for part in (root / "train", _test_part(root)):
+        if not part.is_dir():
+            raise LureError(f"{key}: {part} is missing (expected train/<class>/* and test/<class>/*, or val/ for "
+                            f"test/ as in ImageNet)")
 
 
-def _load_imagefolder(root: Path, size: int | None = None, bad_images: str = "stop") -> Source:
+# ImageNet class-index ranges (inclusive, over the 1000 classes in sorted WordNet-id order) of each
+# superclass, as MadryLab's robustness library defines them (robustness/tools/constants.py; its
+# restricted_label_mapping reads both ends as inclusive). The official LURE code imports the
+# balanced one as its R-ImageNet (utils.py: 14 classes).
+SUPERCLASSES = {
+    # Tsipras et al. 2019, "Robustness may be at odds with accuracy": RESTRICTED_IMAGNET_RANGES
+    "restricted_imagenet": {
+        "dog": (151, 268), "cat": (281, 285), "frog": (30, 32), "turtle": (33, 37), "bird": (80, 100),
+        "monkey": (365, 382), "fish": (389, 397), "crab": (118, 121), "insect": (300, 319),
+    },
+    # RestrictedImageNetBalanced: BALANCED_RANGES, 5 classes each (monkeys 4)
+    "restricted_imagenet_balanced": {
+        "bird": (10, 14), "turtle": (33, 37), "lizard": (42, 46), "spider": (72, 76), "crab": (118, 122),
+        "dog": (200, 204), "cat": (281, 285), "big_cat": (286, 290), "beetle": (302, 306),
+        "butterfly": (322, 326), "monkey": (371, 374), "fish": (393, 397), "fruit": (948, 952),
+        "fungus": (992, 996),
+    },
+}
+IMAGENET_CLASSES = 1000
+
+
+def superclass_labels(grouping: str, classes: int = IMAGENET_CLASSES) -> np.ndarray:
+    """For each ImageNet class index, its superclass's label under `grouping` (the position of
+    its range), or -1 for a class that no range holds."""
+    labels = np.full(classes, -1, np.int64)
+    for label, (first, last) in enumerate(SUPERCLASSES[grouping].values()):
+        labels[first:last + 1] = label
+    return labels
+
+
+def _class_folders(root: Path, superclasses: str | None) -> tuple[list[str], list[tuple[str, int]]]:
+    """The class names, and each class folder that is read with its label: every folder under
+    train/ its own class, or ImageNet's folders grouped into superclasses."""
+    folders = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    test = _test_part(root)
+    test_folders = sorted(p.name for p in test.iterdir() if p.is_dir())
+    if test_folders != folders:
+        raise LureError(f"data.path: class folders differ between train/ and {test.name}/ "
+                        f"({len(folders)} and {len(test_folders)} folders; first differing: "
+                        f"{next((a, b) for a, b in zip(folders + [''], test_folders + ['']) if a != b)})")
+    if superclasses is None:
+        if len(folders) < 2:
+            raise LureError(f"data.path: {root / 'train'} needs at least two class folders, found {len(folders)}")
+        return folders, [(name, label) for label, name in enumerate(folders)]
+    if len(folders) != IMAGENET_CLASSES:
+        raise LureError(f"data.superclasses: {superclasses} groups ImageNet's {IMAGENET_CLASSES} classes by their "
+                        f"index in sorted folder order, but {root / 'train'} has {len(folders)} class folders")
+    labels = superclass_labels(superclasses)
+    return list(SUPERCLASSES[superclasses]), [(name, int(label)) for name, label in zip(folders, labels) if label >= 0]
+
+
+def _load_imagefolder(root: Path, size: int | None = None, bad_images: str = "stop",
+                      superclasses: str | None = None) -> Source:
     _check_image_folder(root)
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise LureError(f"data.path: {root / 'train'} needs at least two class folders, found {len(classes)}")
-    test_classes = sorted(p.name for p in (root / "test").iterdir() if p.is_dir())
-    if test_classes != classes:
-        raise LureError(f"data.path: class folders differ between train/ ({classes}) and test/ ({test_classes})")
-    train, test = (_read_folder(root / part, classes, size, bad_images) for part in ("train", "test"))
-    if train.images.x.shape[1:] != test.images.x.shape[1:]:
-        raise LureError(f"data.path: train/ images are {train.images.x.shape[1:]}, test/ images "
-                        f"{test.images.x.shape[1:]} (channels, height, width); set data.image_size")
-    return Source(train.images, test.images, classes, len(train.skipped) + len(test.skipped))
+    classes, folders = _class_folders(root, superclasses)
+    train, test = (_image_files(part, folders) for part in (root / "train", _test_part(root)))
+    grayscale = all(_is_grayscale(f) for f, _ in train + test)
+
+    def images(files: list[tuple[Path, int]]) -> Images:
+        paths_ = np.asarray([str(f) for f, _ in files])
+        return Images(ImageFiles(paths_, size, grayscale, bad_images), np.asarray([c for _, c in files], np.int64))
+
+    return Source(images(train), images(test), classes)
 
 
 # Where torchvision keeps each dataset under `root`, and where it comes from.
@@ -203,14 +318,6 @@ GRAYSCALE_MODES = ("1", "L", "I;16", "I", "F")
 PROGRESS_EVERY_S = 10.0
 
 
-@dataclass(frozen=True)
-class FolderRead:
-    """A folder's images as prepare stores them, and the unreadable files it left out."""
-
-    images: Images
-    skipped: list[str]
-
-
 def read_image(file: Path, size: int | None, grayscale: bool) -> np.ndarray:
     """One image as uint8 (C, H, W): grayscale (1 channel) or RGB (3; an alpha channel is dropped,
     as torchvision's ImageFolder loader drops it), with `size`, shorter side resized to `size`
@@ -240,9 +347,10 @@ def _read_or_none(args: tuple[Path, int | None, bool]) -> np.ndarray | str:
         return f"{type(err).__name__}: {err}"
 
 
-def _image_files(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+def _image_files(folder: Path, classes: list[tuple[str, int]]) -> list[tuple[Path, int]]:
+    """The image files of each (class folder, label), in folder then file-name order."""
     files = []
-    for label, name in enumerate(classes):
+    for name, label in classes:
         found = sorted(f for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise LureError(f"data.path: the class folder {folder / name} has no images")
@@ -278,38 +386,49 @@ class Ticker:
         return item
 
 
-def _read_folder(folder: Path, classes: list[str], size: int | None = None, bad_images: str = "stop") -> FolderRead:
-    """Every image under folder/<class>/, decoded in parallel over the CPU cores, in file order.
-    All grayscale: one channel; any colour image: RGB for all."""
+def decode(images: Images, scratch: Path, what: str) -> tuple[Images, list[str]]:
+    """Images whose x is ImageFiles, decoded in parallel over the CPU cores, in file order,
+    each written straight to a file under `scratch` that the result memory-maps; and the files
+    left out as unreadable (data.bad_images: skip). Other Images are returned as they are."""
+    if not isinstance(images.x, ImageFiles):
+        return images, []
     from concurrent.futures import ProcessPoolExecutor
 
-    files = _image_files(folder, classes)
-    grayscale = all(_is_grayscale(f) for f, _ in files)
-    ticker = Ticker(f"decoding {len(files)} images under {folder}", len(files))
+    files = images.x
+    if len(files) == 0:
+        return Images(np.empty((0, 1 if files.grayscale else 3, 0, 0), np.uint8), images.y[:0]), []
+    ticker = Ticker(f"{what}: decoding {len(files)} images", len(files))
     workers = min(len(files) // 256 + 1, os.cpu_count() or 1)  # a process pool pays for itself past a few hundred
-    jobs = [(f, size, grayscale) for f, _ in files]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = [ticker.tick(r) for r in pool.map(_read_or_none, jobs, chunksize=64)]
-    else:
-        results = [ticker.tick(_read_or_none(job)) for job in jobs]
-    images, labels, skipped, shape = [], [], [], None
-    for (file, label), result in zip(files, results):
-        if isinstance(result, str):
-            if bad_images == "stop":
-                raise LureError(f"{file}: cannot be read ({result}); remove it, or set data.bad_images: skip")
-            skipped.append(str(file))
-            continue
-        if shape is None:
-            shape = result.shape
-        elif result.shape != shape:
-            raise LureError(f"{file}: image is {result.shape[2]}x{result.shape[1]} pixels, the first was "
-                            f"{shape[2]}x{shape[1]} (width x height); set data.image_size to resize every image")
-        images.append(result)
-        labels.append(label)
-    if not images:
-        raise LureError(f"data.path: no readable images under {folder}")
-    return FolderRead(Images(np.stack(images), np.asarray(labels, dtype=np.int64)), skipped)
+    jobs = [(Path(f), files.size, files.grayscale) for f in files.files]
+    fd, raw = tempfile.mkstemp(suffix=".uint8", dir=scratch)
+    kept, skipped, shape = [], [], None
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    results = pool.map(_read_or_none, jobs, chunksize=64) if pool else map(_read_or_none, jobs)
+    out = open(fd, "wb")
+    try:
+        for i, result in enumerate(results):
+            ticker.tick(None)
+            file = jobs[i][0]
+            if isinstance(result, str):
+                if files.bad_images == "stop":
+                    raise LureError(f"{file}: cannot be read ({result}); remove it, or set data.bad_images: skip")
+                skipped.append(str(file))
+                continue
+            if shape is None:
+                shape = result.shape
+            elif result.shape != shape:
+                raise LureError(f"{file}: image is {result.shape[2]}x{result.shape[1]} pixels, the first was "
+                                f"{shape[2]}x{shape[1]} (width x height); set data.image_size to resize every image")
+            out.write(np.ascontiguousarray(result).tobytes())
+            kept.append(i)
+    finally:
+        out.close()
+        if pool:  # on an error, without waiting for the images still queued
+            pool.shutdown(wait=True, cancel_futures=True)
+    if not kept:
+        raise LureError(f"data.path: no readable images among the {len(files)} under "
+                        f"{Path(files.files[0]).parent.parent}")
+    return Images(np.memmap(raw, np.uint8, "r", shape=(len(kept), *shape)), images.y[kept]), skipped
 
 
 # --- chunking ---------------------------------------------------------------------------------
@@ -365,26 +484,40 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
     d = params.data
     chunks = [split_chunk(source.pool.take(cut_indices(params, source.pool, k)), d.val_fraction, k, params.seed)
               for k in range(1, n + 1)]
-    meta = {
-        "source": params.data.source,
-        "classes": source.classes,
-        "image_shape": list(source.test.x.shape[1:]),
-        "pool_size": len(source.pool),
-        "test_size": len(source.test),
-        "chunk_train_size": len(chunks[0].train),
-        "chunk_val_size": len(chunks[0].val),
-        **({"skipped_images": source.skipped} if source.skipped else {}),  # unreadable, left out
-    }
     with atomic_dir(out_dir) as tmp:
-        save_arrays(tmp / paths.TEST, {"x": source.test.x, "y": source.test.y})
-        hashes = {}
+        scratch = tmp / ".decoded"  # images decoded from a folder, until their .npz is written
+        scratch.mkdir()
+        test, skipped = decode(source.test, scratch, "test set")
+        save_arrays(tmp / paths.TEST, {"x": test.x, "y": test.y})
+        hashes, sizes = {}, []
         for k, chunk in enumerate(chunks, start=1):
+            (train, skipped_train), (val, skipped_val) = decode(chunk.train, scratch, f"chunk {k}"), \
+                decode(chunk.val, scratch, f"chunk {k} validation")
+            skipped += skipped_train + skipped_val
+            if train.x.shape[1:] != test.x.shape[1:]:
+                raise LureError(f"data.path: train/ images are {train.x.shape[1:]}, test/ images "
+                                f"{test.x.shape[1:]} (channels, height, width); set data.image_size")
             name = paths.chunk_file(k)
-            save_arrays(tmp / name, {"x_train": chunk.train.x, "y_train": chunk.train.y,
-                                     "x_val": chunk.val.x, "y_val": chunk.val.y})
+            save_arrays(tmp / name, {"x_train": train.x, "y_train": train.y, "x_val": val.x, "y_val": val.y})
+            sizes.append((len(train), len(val)))
+            del train, val  # their memory maps, before their files go
+            shutil.rmtree(scratch)
+            scratch.mkdir()
             hashes[name] = md5(tmp / name)
             write_json(tmp / paths.seen_file(k), {"chunks": dict(hashes)})
+        meta = {
+            "source": params.data.source,
+            "classes": source.classes,
+            "image_shape": list(test.x.shape[1:]),
+            "pool_size": len(source.pool),
+            "test_size": len(test),
+            "chunk_train_size": sizes[0][0],
+            "chunk_val_size": sizes[0][1],
+            **({"skipped_images": len(skipped)} if skipped else {}),  # unreadable, left out
+        }
         write_json(tmp / paths.META, meta)
+        del test
+        shutil.rmtree(scratch)
     return meta
 
 
@@ -400,8 +533,8 @@ def load_meta(prepared: Path = paths.PREPARED) -> dict:
 
 
 def load_test(prepared: Path = paths.PREPARED) -> Images:
-    arrays = load_arrays(_prepared_file(prepared, paths.TEST))
-    return Images(arrays["x"], arrays["y"])
+    arrays = load_arrays(_prepared_file(prepared, paths.TEST), mmap=True)
+    return Images(arrays["x"], np.array(arrays["y"]))
 
 
 def load_chunks(k: int, prepared: Path = paths.PREPARED) -> list[Chunk]:
@@ -414,8 +547,8 @@ def load_chunks(k: int, prepared: Path = paths.PREPARED) -> list[Chunk]:
         path = prepared / paths.chunk_file(i)
         if not path.is_file() or md5(path) != expected.get(paths.chunk_file(i)):
             raise LureError(f"{path} does not match {manifest}: re-run the prepare stage")
-        a = load_arrays(path)
-        chunks.append(Chunk(Images(a["x_train"], a["y_train"]), Images(a["x_val"], a["y_val"])))
+        a = load_arrays(path, mmap=True)  # images are read as training uses them
+        chunks.append(Chunk(Images(a["x_train"], np.array(a["y_train"])), Images(a["x_val"], np.array(a["y_val"]))))
     return chunks
 
 

@@ -62,6 +62,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def local_world_size() -> int:
+    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 outside it)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def is_writer() -> bool:
     """Whether this process writes the stage's outputs: local rank 0, one per machine."""
     return local_rank() == 0

@@ -19,6 +19,7 @@ from lure.errors import LureError
 from lure.io import read_json
 from lure.metrics import anytime_summary, calibration, expected_calibration_error, fit_temperature, reliability
 from lure.models import model_for, predict
+from lure.placement import place
 from lure.robustness import corruption_metrics
 from lure.stability import stability_summary
 
@@ -50,7 +51,9 @@ def evaluate(p: Params, method: str, seed: int) -> Evaluation:
     p.check_run_seed(seed)
     device = pick_device(p.train)
     meta = load_meta()
-    test = load_test().on(device)
+    placed = place({"test": load_test(), "val": replay(load_chunks(p.n_chunks), p.replay, p.seed).val}, device,
+                   p.train.placement)
+    test = placed["test"]
     trained = training_metrics(method, seed, p.n_chunks)
     bins, batch = p.evaluate.ece_bins, p.evaluate.batch_size
 
@@ -69,7 +72,7 @@ def evaluate(p: Params, method: str, seed: int) -> Evaluation:
     # The last model: calibration on the test set (also after temperature scaling on its validation
     # images) and robustness on the corrupted sets.
     last, logits = model_after(p.n_chunks), test_logits[-1]
-    val = replay(load_chunks(p.n_chunks), p.replay, p.seed).val.on(device)
+    val = placed["val"]
     temperature = fit_temperature(predict(last, val, batch), val.y)
     final = {
         **anytime_summary(test_acc, test_errors),

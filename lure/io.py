@@ -101,20 +101,69 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write an .npz that np.load reads, with fixed zip timestamps (np.savez stamps the time)."""
+    """Write an .npz that np.load reads, with fixed zip timestamps (np.savez stamps the time).
+
+    Its members are stored, not compressed, so that `load_arrays(mmap=True)` maps them straight
+    from the file; each is written in blocks, so that a memory-mapped array larger than the
+    host's memory goes to disk without being read in whole."""
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(array.dtype),
+                                                          "fortran_order": False, "shape": array.shape})
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.file_size = len(header.getvalue()) + array.nbytes  # known ahead: zip64 only past 2 GiB
+            with zf.open(info, "w") as member:
+                member.write(header.getvalue())
+                for block in _blocks(array):
+                    member.write(block)
 
 
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+def _blocks(array: np.ndarray, rows_per_block: int | None = None) -> Iterator[bytes]:
+    """The array's bytes in C order, about 16 MiB at a time."""
+    if array.ndim == 0 or len(array) == 0:
+        yield np.ascontiguousarray(array).tobytes()
+        return
+    row_bytes = max(array[0].nbytes, 1)
+    step = rows_per_block or max(1, (16 << 20) // row_bytes)
+    for start in range(0, len(array), step):
+        yield np.ascontiguousarray(array[start:start + step]).tobytes()
+
+
+def load_arrays(path: str | Path, mmap: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of an .npz written by save_arrays; with `mmap`, read-only memory maps of the
+    file (pages are read as they are used), so that arrays larger than memory can be used."""
     try:
+        if mmap:
+            return _map_members(Path(path))
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise unreadable(path, err) from None
+
+
+def _map_members(path: Path) -> dict[str, np.ndarray]:
+    """Each stored .npy member of the zip, mapped where its data lies in the file."""
+    arrays = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                raise ValueError(f"{info.filename} is not a stored .npy member")
+            f.seek(info.header_offset)
+            local = f.read(30)  # the local file header: its name and extra field lengths end it
+            f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+                   + int.from_bytes(local[28:30], "little"))
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            name = info.filename[:-4]
+            if 0 in shape:
+                arrays[name] = np.empty(shape, dtype)
+            else:
+                arrays[name] = np.memmap(path, dtype, "r", offset=f.tell(), shape=shape,
+                                         order="F" if fortran else "C")
+    return arrays
 
 
 def remove(path: Path) -> None:

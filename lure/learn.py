@@ -11,7 +11,8 @@ from lure.checkpoints import Checkpoint, cpu_state
 from lure.config import Params
 from lure.data import load_chunks, load_meta, replay
 from lure.device import pick_device, provenance
-from lure.models import as_float, model_for, set_input_stats
+from lure.models import model_for, set_input_stats
+from lure.placement import place
 from lure.progress import Log, Progress
 from lure.train import NotFinite, fit
 
@@ -30,11 +31,12 @@ def learn(p: Params, seed: int, log_dir: Path) -> Learned:
     p.check_run_seed(seed)
     device = pick_device(p.train)
     first = replay(load_chunks(1), p.replay, p.seed)
-    train, val = first.train.on(device), first.val.on(device)
+    placed = place({"train": first.train, "val": first.val}, device, p.train.placement)
+    train, val = placed["train"], placed["val"]
 
     with streams.initial_weights(seed):
         model = model_for(p.model, load_meta(), device)
-    set_input_stats(model, as_float(train.x))  # statistics of the only data seen so far
+    set_input_stats(model, train.x)  # statistics of the only data seen so far
     initial = Checkpoint(cpu_state(model))
     where = f"seed {seed}, chunk 1"
     with Log(log_dir) as log:

@@ -114,11 +114,21 @@ def model_for(settings: ModelSettings, meta: dict, device: torch.device | str = 
     return build_model(settings, in_channels=meta["image_shape"][0], num_classes=len(meta["classes"])).to(device)
 
 
-def set_input_stats(model: Network, images: torch.Tensor) -> None:
-    """Per-channel mean/std of `images` (floats in [0, 1]) become the model's normalisation."""
-    dims = [0, 2, 3]
-    model.normalize.mean.copy_(images.mean(dims))
-    model.normalize.std.copy_(images.std(dims).clamp_min(1e-3))
+@torch.no_grad()
+def set_input_stats(model: Network, images, batch_size: int = 1000) -> None:
+    """Per-channel mean/std of uint8 `images` (as floats in [0, 1]; a tensor or Streamed) become the
+    model's normalisation. Summed a batch at a time in float64, two passes, so that the figures
+    do not depend on where the images are (resident or streamed) and large sets need no float copy."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64, device=model.normalize.mean.device)
+    for part in images.split(batch_size):
+        total += as_float(part).double().sum((0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    squares = torch.zeros_like(total)
+    for part in images.split(batch_size):
+        squares += (as_float(part).double() - mean[:, None, None]).square().sum((0, 2, 3))
+    model.normalize.mean.copy_(mean.float())
+    model.normalize.std.copy_((squares / (count - 1)).sqrt().float().clamp_min(1e-3))
 
 
 def initial_draw(model: Network, module: nn.Module, rows: int, generator: torch.Generator) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lure import distributed, paths, streams
-from lure.augment import random_crop_flip
+from lure.augment import random_crop_flip, random_resized_crop_flip
 from lure.checkpoints import Checkpoint, cpu_state, load_checkpoint
 from lure.config import Params
 from lure.data import Chunk, Images, load_chunks, load_meta, replay
@@ -23,6 +23,7 @@ from lure.device import pick_device, provenance
 from lure.errors import LureError
 from lure.methods import Boundary, load_method
 from lure.models import Network, accuracy, model_for
+from lure.placement import place
 from lure.progress import Log, Progress
 from lure.stability import Curves, gap_metrics
 from lure.train import Hook, NotFinite, Trainer, fit
@@ -45,7 +46,8 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
     device = pick_device(p.train)
     meta, chunks = load_meta(), load_chunks(k)
     sets = replay(chunks, p.replay, p.seed)
-    train, val = sets.train.on(device), sets.val.on(device)
+    placed = place({"train": sets.train, "val": sets.val, "new": chunks[-1].train}, device, p.train.placement)
+    train, val = placed["train"], placed["val"]
 
     model = model_for(p.model, meta, device)
     previous = load_checkpoint(paths.model(name, seed, k - 1))
@@ -56,9 +58,8 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
             return model_for(p.model, meta, device)
 
     initial = {key: value.to(device) for key, value in load_checkpoint(paths.init_model(seed)).weights.items()}
-    augment = functools.partial(random_crop_flip, generator=streams.scoring_augment(seed, k, name),
-                                padding=p.train.crop_padding) if p.train.augment == "crop_flip" else None
-    boundary = Boundary(initial=initial, fresh_model=fresh_model, replay=train, new=chunks[-1].train.on(device),
+    augment = scoring_augment(p, streams.scoring_augment(seed, k, name))
+    boundary = Boundary(initial=initial, fresh_model=fresh_model, replay=train, new=placed["new"],
                         generator=streams.forgetting(seed, k, name), run_generator=streams.run_split(seed, name),
                         momentum=previous.momentum, state=previous.method_state, augment=augment)
     with Log(log_dir) as log:
@@ -125,6 +126,16 @@ def reset_shares(model: Network, reset: dict[str, float]) -> tuple[float, dict[s
 
 
 # --- the continual evaluation while a chunk is relearned -----------------------------------------
+
+
+def scoring_augment(p: Params, generator: torch.Generator):
+    """The training augmentation as a function of a batch, for the methods that score on augmented
+    images as the official LURE code does (None without augmentation)."""
+    if p.train.augment == "crop_flip":
+        return functools.partial(random_crop_flip, generator=generator, padding=p.train.crop_padding)
+    if p.train.augment == "resized_crop_flip":
+        return functools.partial(random_resized_crop_flip, generator=generator)
+    return None
 
 
 def held_out(chunks: list[Chunk], samples: int, seed: int, device: torch.device) -> list[Images]:

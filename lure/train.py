@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lure import distributed
-from lure.augment import crop_flip, draw_crop_flip
+from lure.augment import crop_flip, draw_crop_flip, draw_resized_crop_flip, resized_crop_flip
 from lure.config import TrainSettings
 from lure.data import Images
 from lure.errors import LureError
@@ -164,6 +164,8 @@ class Trainer:
         order = torch.randperm(len(train), generator=generator).to(device)
         if s.augment == "crop_flip":
             offsets, flips = (t.to(device) for t in draw_crop_flip(len(train), s.crop_padding, generator))
+        elif s.augment == "resized_crop_flip":
+            boxes, flips = (t.to(device) for t in draw_resized_crop_flip(len(train), *train.x.shape[2:], generator))
         updates = images = 0
         losses, correct = [], torch.zeros((), dtype=torch.long, device=device)
         for batch in torch.arange(len(train), device=device).split(s.batch_size):
@@ -174,6 +176,8 @@ class Trainer:
             x, y = train.x[index], train.y[index]
             if s.augment == "crop_flip":
                 x = crop_flip(x, s.crop_padding, offsets[position], flips[position])
+            elif s.augment == "resized_crop_flip":
+                x = resized_crop_flip(x, boxes[position], flips[position])
             elif self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):

@@ -5,6 +5,7 @@ import pytest
 
 from lure.config import ReplaySettings, parse_params
 from lure.data import (
+    decode,
     Chunk,
     Images,
     chunk_indices,
@@ -175,7 +176,8 @@ def test_imagefolder_source_reads_real_images(in_tmp):
             expected[(part, img.tobytes())] = f"class_{digits.target[i]}"
     data = ImageFolderData(source="imagefolder", path=in_tmp / "digits", chunk_size=5)
     source = load_source(data, seed=0)
-    assert source.pool.x.shape == (30, 1, 8, 8) and source.test.x.shape == (30, 1, 8, 8)
-    for part, split in [("train", source.pool), ("test", source.test)]:
+    pool, test = (decode(images, in_tmp, part)[0] for images, part in ((source.pool, "pool"), (source.test, "test")))
+    assert pool.x.shape == (30, 1, 8, 8) and test.x.shape == (30, 1, 8, 8)
+    for part, split in [("train", pool), ("test", test)]:
         for x, y in zip(split.x, split.y):
             assert expected[(part, x[0].tobytes())] == source.classes[y]

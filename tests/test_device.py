@@ -12,7 +12,7 @@ from lure.device import pick_device
 from lure.methods import METHODS, Boundary
 from lure.methods.lure import Lure, snip_saliency
 from lure.metrics import calibration
-from lure.models import accuracy, as_float, first_batches, predict, set_input_stats, small_cnn
+from lure.models import accuracy, first_batches, predict, set_input_stats, small_cnn
 from lure.relearn import Probe
 from lure.train import fit
 from tests.conftest import digits_images, fresh_cnn, trained_like_model
@@ -56,7 +56,7 @@ def short_fit(device: torch.device, **settings):
     torch.manual_seed(0)
     train, val = on(digits_images(0, 320), device), on(digits_images(320, 420), device)
     model = small_cnn(1, 10, width=8).to(device)
-    set_input_stats(model, as_float(train.x))
+    set_input_stats(model, train.x)
     result = fit(model, train, val, TrainSettings(**{"epochs": 5, "batch_size": 32, "lr": 0.05,
                                                      "lr_milestones": [4], **settings}),
                  torch.Generator().manual_seed(0))

@@ -15,7 +15,7 @@ from torch import nn
 
 from lure.checkpoints import load_checkpoint
 from lure.config import TrainSettings
-from lure.models import as_float, set_input_stats, small_cnn
+from lure.models import set_input_stats, small_cnn
 from lure.streams import batch_order
 from lure.train import fit
 from tests.conftest import digits_images, run_stage
@@ -42,7 +42,7 @@ def fitted(batch_size: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     train, val = digits_images(*TRAIN), digits_images(*VAL)
     torch.manual_seed(0)
     net = small_cnn(1, 10, width=8)
-    set_input_stats(net, as_float(train.x))
+    set_input_stats(net, train.x)
     model = InDtype(net, dtype)
     settings = TrainSettings(epochs=3, batch_size=batch_size, lr=0.05, lr_milestones=[2], select="best_val",
                              augment="crop_flip", crop_padding=1)

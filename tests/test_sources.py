@@ -5,17 +5,19 @@ import pytest
 import torch
 
 from lure.config import DigitsData, ModelSettings, TorchvisionData, TrainSettings
-from lure.data import few_shot, load_source
+from lure.data import Source, decode, few_shot, load_source
 from lure.errors import LureError
-from lure.models import accuracy, as_float, build_model, set_input_stats
+from lure.models import accuracy, build_model, set_input_stats
 from lure.train import fit
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
 @pytest.fixture(scope="module")
-def cifar10():
+def cifar10(tmp_path_factory):
+    """CIFAR-10's pool and test set from the ImageFolder copy, decoded as prepare decodes them."""
     data = TorchvisionData(source="cifar10", root=SHARED_DATA / "cifar10", download=False, chunk_size=100)
-    return load_source(data, 0)
+    source, scratch = load_source(data, 0), tmp_path_factory.mktemp("decoded")
+    return Source(decode(source.pool, scratch, "pool")[0], decode(source.test, scratch, "test")[0], source.classes)
 
 
 @needs_shared_data
@@ -64,7 +66,7 @@ def test_short_cifar10_run_on_cpu_learns(cifar10):
     train = cifar10.pool.take(np.arange(0, 50000, 10)).on(cpu)  # 5000 images, all classes
     val = cifar10.test.take(np.arange(0, 10000, 10)).on(cpu)
     model = build_model(ModelSettings(arch="small_cnn", width=16), 3, 10)
-    set_input_stats(model, as_float(train.x))
+    set_input_stats(model, train.x)
     params = TrainSettings(epochs=2, batch_size=32, lr=0.05, lr_milestones=[], augment="crop_flip")
     result = fit(model, train, val, params, torch.Generator().manual_seed(0))
     assert result.updates == 2 * 157  # a few hundred steps

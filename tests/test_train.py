@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from lure.config import TrainSettings
-from lure.models import accuracy, as_float, set_input_stats, small_cnn
+from lure.models import accuracy, set_input_stats, small_cnn
 from lure.train import SGD, fit, lr_at
 from tests.conftest import digits_images
 
@@ -66,7 +66,7 @@ def train_once(seed=0, epochs=4, momentum=None, **overrides):
     torch.manual_seed(seed)
     train, val = digits_images(0, 400), digits_images(400, 500)
     model = small_cnn(1, 10, width=8)
-    set_input_stats(model, as_float(train.x))
+    set_input_stats(model, train.x)
     params = TrainSettings(**{"epochs": epochs, "batch_size": 32, "lr": 0.05, "lr_milestones": [3], **overrides})
     result = fit(model, train, val, params, torch.Generator().manual_seed(seed), momentum)
     return model, result, val
