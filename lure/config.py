@@ -76,8 +76,9 @@ class ImageFolderData(ChunkedData):
         None, description="resize each image's shorter side to this many pixels, then crop its centre square "
                           "(torchvision's Resize + CenterCrop, bilinear); null: every image must have one size")
     bad_images: Literal["stop", "skip"] = Field(
-        "stop", description="an unreadable or truncated image: stop, naming it; skip: leave it out, and count "
-                            "the images left out in prepare's output and meta.json")
+        "stop", description="an unreadable or truncated image: stop, naming it; skip: leave it out (its chunk "
+                            "has one image fewer), count it in prepare's output and list it in "
+                            "data/prepared/skipped.json")
     superclasses: Literal["restricted_imagenet", "restricted_imagenet_balanced"] | None = Field(
         None, description="group an ImageNet folder's 1000 classes (their sorted folder order) into superclasses "
                           "of class-index ranges, leaving the other classes out: restricted_imagenet, Tsipras et "

@@ -19,6 +19,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,10 +53,15 @@ class Images:
         return Images(self.x[index], self.y[index])
 
     def on(self, device: torch.device) -> Images:
-        """A copy on `device`, read in whole (from memory-mapped files too)."""
+        """A copy on `device`, read in whole (from memory-mapped files too), about 64 MB at a time,
+        so that the host never holds a second copy of a large set on its way to a GPU."""
         import torch  # here, not at the top: preparing the data needs numpy only
 
-        return Images(torch.from_numpy(np.array(self.x)).to(device), torch.from_numpy(np.array(self.y)).to(device))
+        x = torch.empty(tuple(self.x.shape), dtype=torch.uint8, device=device)
+        step = max(1, (64 << 20) // max(1, int(np.prod(self.x.shape[1:]))))
+        for start in range(0, len(self), step):
+            x[start:start + step] = torch.from_numpy(np.array(self.x[start:start + step])).to(device)
+        return Images(x, torch.from_numpy(np.array(self.y)).to(device))
 
     @staticmethod
     def concat(parts: list[Images]) -> Images:
@@ -315,6 +322,7 @@ def _torchvision_split(dataset) -> Images:
 
 
 GRAYSCALE_MODES = ("1", "L", "I;16", "I", "F")
+DECODE_WINDOW = 1024  # images queued for decoding at once: at 224 pixels, at most 154 MB decoded ahead
 PROGRESS_EVERY_S = 10.0
 
 
@@ -392,21 +400,14 @@ def decode(images: Images, scratch: Path, what: str) -> tuple[Images, list[str]]
     left out as unreadable (data.bad_images: skip). Other Images are returned as they are."""
     if not isinstance(images.x, ImageFiles):
         return images, []
-    from concurrent.futures import ProcessPoolExecutor
-
     files = images.x
-    if len(files) == 0:
-        return Images(np.empty((0, 1 if files.grayscale else 3, 0, 0), np.uint8), images.y[:0]), []
     ticker = Ticker(f"{what}: decoding {len(files)} images", len(files))
     workers = min(len(files) // 256 + 1, os.cpu_count() or 1)  # a process pool pays for itself past a few hundred
     jobs = [(Path(f), files.size, files.grayscale) for f in files.files]
-    fd, raw = tempfile.mkstemp(suffix=".uint8", dir=scratch)
     kept, skipped, shape = [], [], None
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    results = pool.map(_read_or_none, jobs, chunksize=64) if pool else map(_read_or_none, jobs)
-    out = open(fd, "wb")
-    try:
-        for i, result in enumerate(results):
+    fd, raw = tempfile.mkstemp(suffix=".uint8", dir=scratch)
+    with open(fd, "wb") as out, _workers(workers) as pool:
+        for i, result in enumerate(_in_order(pool, jobs)):
             ticker.tick(None)
             file = jobs[i][0]
             if isinstance(result, str):
@@ -421,14 +422,39 @@ def decode(images: Images, scratch: Path, what: str) -> tuple[Images, list[str]]
                                 f"{shape[2]}x{shape[1]} (width x height); set data.image_size to resize every image")
             out.write(np.ascontiguousarray(result).tobytes())
             kept.append(i)
-    finally:
-        out.close()
-        if pool:  # on an error, without waiting for the images still queued
-            pool.shutdown(wait=True, cancel_futures=True)
     if not kept:
         raise LureError(f"data.path: no readable images among the {len(files)} under "
                         f"{Path(files.files[0]).parent.parent}")
     return Images(np.memmap(raw, np.uint8, "r", shape=(len(kept), *shape)), images.y[kept]), skipped
+
+
+@contextmanager
+def _workers(count: int) -> Iterator:
+    """A pool of `count` processes (this process alone for one) whose map decodes in file order;
+    on an error it drops the images still queued instead of decoding them first."""
+    if count == 1:
+        yield _ThisProcess()
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(count)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_order(pool, jobs: list) -> Iterator:
+    """The decoded images (or reasons) in job order, DECODE_WINDOW jobs queued at a time: a pool's
+    map queues them all, and the images decoded ahead of the writer would pile up in memory."""
+    for start in range(0, len(jobs), DECODE_WINDOW):
+        yield from pool.map(_read_or_none, jobs[start:start + DECODE_WINDOW], chunksize=32)
+
+
+class _ThisProcess:
+    @staticmethod
+    def map(fn, jobs, chunksize: int = 1) -> Iterator:
+        return map(fn, jobs)
 
 
 # --- chunking ---------------------------------------------------------------------------------
@@ -471,9 +497,10 @@ def split_chunk(images: Images, val_fraction: float, k: int, seed: int) -> Chunk
 # --- the prepared folder (output of the prepare stage) ---------------------------------------
 
 
-def prepare(params: Params, out_dir: str | Path) -> dict:
+def prepare(params: Params, out_dir: str | Path) -> tuple[dict, list[str]]:
     """Cut the chunks and the test set into `out_dir`; return the dataset's description
-    (meta.json: what a model needs to know, the same whatever the number of chunks).
+    (meta.json: what a model needs to know, the same whatever the number of chunks) and the
+    unreadable image files left out (data.bad_images: skip; listed in skipped.json).
 
     Besides chunk_<k>.npz, writes seen_<k>.json: the hashes of chunks 1..k. A stage that trains
     on chunks 1..k depends on that one file, so DVC re-runs it exactly when one of them changes.
@@ -494,9 +521,10 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
             (train, skipped_train), (val, skipped_val) = decode(chunk.train, scratch, f"chunk {k}"), \
                 decode(chunk.val, scratch, f"chunk {k} validation")
             skipped += skipped_train + skipped_val
-            if train.x.shape[1:] != test.x.shape[1:]:
-                raise LureError(f"data.path: train/ images are {train.x.shape[1:]}, test/ images "
-                                f"{test.x.shape[1:]} (channels, height, width); set data.image_size")
+            for part in (train, val):
+                if part.x.shape[1:] != test.x.shape[1:]:
+                    raise LureError(f"data.path: train/ images are {part.x.shape[1:]}, test/ images "
+                                    f"{test.x.shape[1:]} (channels, height, width); set data.image_size")
             name = paths.chunk_file(k)
             save_arrays(tmp / name, {"x_train": train.x, "y_train": train.y, "x_val": val.x, "y_val": val.y})
             sizes.append((len(train), len(val)))
@@ -513,12 +541,13 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
             "test_size": len(test),
             "chunk_train_size": sizes[0][0],
             "chunk_val_size": sizes[0][1],
-            **({"skipped_images": len(skipped)} if skipped else {}),  # unreadable, left out
         }
         write_json(tmp / paths.META, meta)
+        if skipped:  # not in meta.json, which must not change when chunks are added
+            write_json(tmp / paths.SKIPPED, {"files": skipped})
         del test
         shutil.rmtree(scratch)
-    return meta
+    return meta, skipped
 
 
 def _prepared_file(prepared: Path, name: str) -> Path:

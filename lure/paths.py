@@ -29,6 +29,7 @@ RELIABILITY_PLOT = METRICS / "reliability.csv"  # pooled over the seeds, one lin
 
 META = "meta.json"  # what a model needs to know of the data, whatever the number of chunks
 TEST = "test.npz"
+SKIPPED = "skipped.json"  # the unreadable images left out (data.bad_images: skip), when there are any
 SUBSET = "subset.npz"  # which test images were corrupted, and their clean copies
 
 

@@ -9,6 +9,8 @@ batches, so the same weights: only the speed differs. The stage prints which it 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -46,8 +48,10 @@ class Streamed:
             return batch.pin_memory().to(self.device, non_blocking=True)
         return batch.to(self.device)
 
-    def split(self, size: int) -> list[torch.Tensor]:
-        return [self[np.arange(start, min(start + size, len(self)))] for start in range(0, len(self), size)]
+    def split(self, size: int) -> Iterator[torch.Tensor]:
+        """Consecutive batches on the device, one at a time: never the whole set at once."""
+        for start in range(0, len(self), size):
+            yield self[np.arange(start, min(start + size, len(self)))]
 
 
 def free_memory(device: torch.device) -> int:

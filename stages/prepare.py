@@ -8,10 +8,11 @@ from lure.errors import ParamsFile, run_command
 
 def main(params_file: ParamsFile = PARAMS_FILE) -> None:
     p = load_params(params_file)
-    meta = prepare(p, paths.PREPARED)
+    meta, skipped = prepare(p, paths.PREPARED)
     print(f"{meta['source']}: {p.n_chunks} chunks of {meta['chunk_train_size']} train + "
           f"{meta['chunk_val_size']} val images; test {meta['test_size']}; {len(meta['classes'])} classes"
-          + (f"; {meta['skipped_images']} unreadable images left out" if "skipped_images" in meta else ""))
+          + (f"; {len(skipped)} unreadable images left out (listed in {paths.PREPARED / paths.SKIPPED})"
+             if skipped else ""))
 
 
 if __name__ == "__main__":

@@ -107,9 +107,12 @@ def test_a_truncated_image_stops_prepare_by_default_or_is_left_out_and_counted(t
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = run_stage("stages.prepare", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "1 unreadable images left out" in done.stdout
+    assert "1 unreadable images left out (listed in data/prepared/skipped.json)" in done.stdout
+    assert json.loads((tmp_path / "data" / "prepared" / "skipped.json").read_text()) == {"files": [str(bad)]}
     meta = json.loads((tmp_path / "data" / "prepared" / "meta.json").read_text())
-    assert meta["skipped_images"] == 1 and meta["pool_size"] == 36 and meta["image_shape"] == [3, 8, 8]
+    assert "skipped_images" not in meta and meta["pool_size"] == 36 and meta["image_shape"] == [3, 8, 8]
+    chunks = [np.load(tmp_path / "data" / "prepared" / f"chunk_{k}.npz") for k in (1, 2)]
+    assert sum(len(c["y_train"]) + len(c["y_val"]) for c in chunks) == 35  # the chunk that took it has one fewer
 
 
 # --- prepared chunks, training on them, ImageNet's superclasses -----------------------------------
