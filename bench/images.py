@@ -91,7 +91,7 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return anon, file
 
 
-def run_prepare(work: Path, photos: Path, train: int) -> dict:
+def run_prepare(work: Path, photos: Path, train: int, sample_memory: bool) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] = {"source": "imagefolder", "path": str(photos), "chunk_size": train // 2, "image_size": SIZE}
     params["chunks"] = [{"k": 2, "prev": 1}]
@@ -101,8 +101,9 @@ def run_prepare(work: Path, photos: Path, train: int) -> dict:
                                "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak_anon = peak_file = 0
     while process.poll() is None:
-        anon, file = tree_rss(process.pid)
-        peak_anon, peak_file = max(peak_anon, anon), max(peak_file, file)
+        if sample_memory:
+            anon, file = tree_rss(process.pid)
+            peak_anon, peak_file = max(peak_anon, anon), max(peak_file, file)
         time.sleep(0.1)
     seconds = time.perf_counter() - start
     output = process.stdout.read()
@@ -110,7 +111,7 @@ def run_prepare(work: Path, photos: Path, train: int) -> dict:
         raise SystemExit(f"prepare failed:\n{output}")
     prepared = work / "data" / "prepared"
     disk = sum(f.stat().st_size for f in prepared.iterdir())
-    return {"seconds": round(seconds, 1), "peak_anon_mb": round(peak_anon / 1e6),
+    return {"seconds": round(seconds, 1), "peak_anon_mb": round(peak_anon / 1e6),  # 0 unless sampled
             "peak_file_mb": round(peak_file / 1e6), "disk_mb": round(disk / 1e6, 1),
             "output": output.strip().splitlines()[-1]}
 
@@ -165,9 +166,12 @@ def main() -> None:
             start = time.perf_counter()
             make_folder(work / "photos", train, test)
             print(f"{train} + {test} photos made in {time.perf_counter() - start:.0f} s", flush=True)
-            prepared = run_prepare(work, work / "photos", train)
-            row = {"photos": train + test, **prepared,
-                   "prepare_img_s": round((train + test) / prepared["seconds"], 1)}
+            # timed alone, then again for its memory: sampling /proc takes CPU from the 2 cores
+            timed = run_prepare(work, work / "photos", train, sample_memory=False)
+            prepared = run_prepare(work, work / "photos", train, sample_memory=True)
+            row = {"photos": train + test, "seconds": timed["seconds"],
+                   **{k: v for k, v in prepared.items() if k != "seconds"},
+                   "prepare_img_s": round((train + test) / timed["seconds"], 1)}
             if train == args.scales[0]:
                 row.update(training_speed(work / "data" / "prepared", min(args.train_images, int(train // 2 * 0.9))))
             rows.append(row)
