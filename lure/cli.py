@@ -202,8 +202,9 @@ def _images_table(r: dict) -> tuple[list[str], str]:
               f"| prepare, this machine | {e['prepare_hours']} h |",
               f"| disk, data/prepared (every photo in a chunk; DVC's cache holds a second copy unless linked) | "
               f"{e['prepared_disk_gb']} GB |",
-              f"| peak memory while preparing, without reclaimable page cache (measured above) | "
-              f"{e['prepare_peak_anon_mb']} MB |",
+              f"| peak memory while preparing, page cache apart (not extrapolated: measured at "
+              f"{r['rows'][-1]['photos']} photos, {t['peak_anon_mb']} MB at {t['photos']}) | "
+              f"{r['rows'][-1]['peak_anon_mb']} MB |",
               f"| device memory to keep all of them resident (uint8; computed) | {e['resident_device_gb']} GB |",
               f"| the same for rimagenet-paper.yaml (8 x 6250 + 3450 test; computed) | "
               f"{e['rimagenet_paper_resident_device_gb']} GB |"]
