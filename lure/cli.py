@@ -54,20 +54,23 @@ def results(params_file: ParamsFile = PARAMS_FILE,
             every_column: bool = typer.Option(False, "--all", help="every column, not the compact table"),
             columns: str | None = typer.Option(None, "--columns", help="these columns, comma-separated"),
             recovery: bool = typer.Option(False, "--recovery", help="also the updates until each chunk recovered"),
+            paired: str | None = typer.Option(None, "--paired", help="also each method's difference from this "
+                                              "one, paired by run seed, with its 95% interval (for the "
+                                              "--columns given, else final_acc)"),
             timing: bool = typer.Option(True, help="the wall times of metrics/timing.json, where there are"),
             keep: Path | None = typer.Option(None, "--keep", help="copy the params file and the evaluations there"),
             ) -> None:
     """Print the comparison tables of the last `dvc repro` (metrics/evaluate/), or of kept results."""
-    print(results_text(params_file, kept, every_column, columns, recovery, timing, keep), end="")
+    print(results_text(params_file, kept, every_column, columns, recovery, timing, keep, paired), end="")
 
 
 def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every_column: bool = False,
                  columns: str | None = None, recovery: bool = False, timing: bool = True,
-                 keep: Path | None = None) -> str:
+                 keep: Path | None = None, paired: str | None = None) -> str:
     from lure import paths
     from lure.config import load_params
     from lure.io import read_json
-    from lure.report import COLUMNS, COMPACT, load_evaluations, recovery_table, tables
+    from lure.report import COLUMNS, COMPACT, load_evaluations, paired_table, recovery_table, tables
 
     source = kept / "params.yaml" if kept else Path(params_file)
     p = load_params(source)
@@ -82,7 +85,11 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
         raise LureError(f"--columns: no column {', '.join(unknown)} (the columns: {', '.join(COLUMNS)})")
     times = read_json(paths.TIMING) if timing and not kept and paths.TIMING.is_file() else None
     text = tables(evaluations, shown, times, digits=3 if compact else 4)
-    return text + ("\n\n" + recovery_table(evaluations) if recovery else "") + "\n"
+    text += "\n\n" + recovery_table(evaluations) if recovery else ""
+    if paired:
+        text += "\n\n" + paired_table(evaluations, paired, tuple(c.strip() for c in columns.split(",")) if columns
+                                      else ("final_acc",), digits=3 if compact else 4)
+    return text + "\n"
 
 
 def keep_results(params_file: Path, evaluations: dict, folder: Path, with_plots: bool) -> None:

@@ -110,10 +110,13 @@ class ChunkStep(Strict):
 class ModelSettings(Strict):
     """The network. Every model normalises its input inside and ends in a linear `head`."""
 
-    arch: Literal["small_cnn", "resnet18", "resnet50"] = Field(
+    arch: Literal["small_cnn", "resnet18", "resnet50", "mlp"] = Field(
         "small_cnn", description="small_cnn: 3 conv-BN-ReLU blocks; resnet18: torchvision's with the CIFAR stem "
-                                 "(3x3 stride-1 conv, no max-pool); resnet50: the ImageNet stem, for large images")
-    width: int = Field(32, ge=1, description="small_cnn only: channels of the first block")
+                                 "(3x3 stride-1 conv, no max-pool); resnet50: the ImageNet stem, for large images; "
+                                 "mlp: the flattened image through `depth` fully connected ReLU layers of `width` "
+                                 "units (no BatchNorm), as Ash & Adams' MLP")
+    width: int = Field(32, ge=1, description="small_cnn: channels of the first block; mlp: units per hidden layer")
+    depth: int = Field(2, ge=1, description="mlp only: hidden layers")
 
 
 class TrainSettings(Strict):
@@ -123,7 +126,11 @@ class TrainSettings(Strict):
     deterministic: bool = Field(True, description="CUDA: deterministic algorithms, cuDNN's included, so that the "
                                 "same seed on the same GPU gives the same results; false: cuDNN's benchmark mode, "
                                 "faster, with results that may vary in their last bits (recorded in provenance)")
-    epochs: int = Field(30, ge=1, description="epochs per chunk")
+    epochs: int = Field(30, ge=1, description="epochs per chunk (the most, with stop_at_train_acc)")
+    stop_at_train_acc: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description="end a chunk after the first epoch whose training accuracy (on its batches, as trained "
+                          "on) reaches this, e.g. 0.99 as Ash & Adams train; the epochs run go to the metrics "
+                          "(epochs_run); null: always `epochs`")
     batch_size: int = Field(32, ge=2, description="images per update")
     lr: float = Field(0.05, gt=0.0, description="learning rate at the start of every chunk")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum; the buffers carry over from chunk to "

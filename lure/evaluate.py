@@ -24,7 +24,7 @@ from lure.robustness import corruption_metrics
 from lure.stability import stability_summary
 
 # What the evaluation copies, per chunk, from the training stages' metrics.
-TRAINING_KEYS = ("val_acc", "train_acc", "gen_gap", "reset_fraction", "updates", "images")
+TRAINING_KEYS = ("val_acc", "train_acc", "gen_gap", "reset_fraction", "updates", "images", "epochs_run")
 
 
 @dataclass

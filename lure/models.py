@@ -34,11 +34,12 @@ class Normalize(nn.Module):
 
 @dataclass(frozen=True)
 class Units:
-    """A layer of hidden units: unit c is output channel c of `conv`, after `bn` and a ReLU, and
-    input channel c of `consumer` (a conv or linear layer). Module paths within the Network."""
+    """A layer of hidden units: unit c is output channel c of `conv` (a conv, or a linear layer's
+    output c), after `bn` (None where there is no BatchNorm) and a ReLU, and input channel c of
+    `consumer` (a conv or linear layer). Module paths within the Network."""
 
     conv: str
-    bn: str
+    bn: str | None
     consumer: str
 
 
@@ -79,6 +80,21 @@ def small_cnn(in_channels: int, num_classes: int, width: int = 32) -> Network:
                    conv_init="uniform_fan_in")
 
 
+def mlp(in_channels: int, image_size: tuple[int, int], num_classes: int, width: int, depth: int) -> Network:
+    """The flattened image through `depth` linear-ReLU layers of `width` units (PyTorch's default
+    initialisation), then the linear head: Ash & Adams' MLP, with ReLU where they used tanh, so
+    that a unit's activity is the one ReDo and continual backprop define."""
+    inputs = in_channels * image_size[0] * image_size[1]
+    modules: list[nn.Module] = [nn.Flatten()]
+    for i in range(depth):
+        modules += [nn.Linear(inputs if i == 0 else width, width), nn.ReLU(inplace=True)]
+    hidden = [f"body.{1 + 2 * i}" for i in range(depth)]
+    return Network(in_channels, nn.Sequential(*modules), width, num_classes,
+                   layers={f"layer{i}": [path] for i, path in enumerate(hidden, start=1)},
+                   units=[Units(path, None, reader) for path, reader in zip(hidden, [*hidden[1:], "head"])],
+                   conv_init="uniform_fan_in")
+
+
 def resnet(arch: str, in_channels: int, num_classes: int) -> Network:
     """torchvision's ResNet without its fc. resnet18 gets the CIFAR stem (3x3 stride-1 conv, no
     max-pool), as in the LURE paper; resnet50 keeps the ImageNet stem, for large images."""
@@ -103,15 +119,22 @@ def resnet(arch: str, in_channels: int, num_classes: int) -> Network:
                    units=units, conv_init="normal_fan_out")  # torchvision: kaiming_normal_(mode="fan_out")
 
 
-def build_model(settings: ModelSettings, in_channels: int, num_classes: int) -> Network:
+def build_model(settings: ModelSettings, in_channels: int, num_classes: int,
+                image_size: tuple[int, int] | None = None) -> Network:
+    """The network for images of `in_channels` (and, for the mlp, of `image_size`: height, width)."""
     if settings.arch == "small_cnn":
         return small_cnn(in_channels, num_classes, settings.width)
+    if settings.arch == "mlp":
+        if image_size is None:
+            raise ValueError("the mlp needs the image size")
+        return mlp(in_channels, image_size, num_classes, settings.width, settings.depth)
     return resnet(settings.arch, in_channels, num_classes)
 
 
 def model_for(settings: ModelSettings, meta: dict, device: torch.device | str = "cpu") -> Network:
     """The configured network for a prepared dataset (its meta.json), on `device`."""
-    return build_model(settings, in_channels=meta["image_shape"][0], num_classes=len(meta["classes"])).to(device)
+    channels, height, width = meta["image_shape"]
+    return build_model(settings, channels, len(meta["classes"]), (height, width)).to(device)
 
 
 @torch.no_grad()

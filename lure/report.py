@@ -249,6 +249,50 @@ def recovery_table(evaluations: Evaluations) -> str:
     return "\n".join(lines)
 
 
+# --- paired differences over the seeds ------------------------------------------------------------
+
+
+def paired_differences(evaluations: Evaluations, baseline: str, metric: str) -> dict[str, dict]:
+    """Per method, `metric` of its final model minus the baseline's on the same run seed: the
+    seeds compared (n), the mean difference, its std and the 95% interval of the mean from
+    Student's t with n - 1 degrees of freedom (None below 2 seeds). Pairing by seed removes what
+    the seeds share (the initial weights, chunk 1's model), so a smaller difference can be told
+    apart than from two unpaired means; a claim holds only where the interval excludes 0."""
+    if baseline not in evaluations:
+        raise LureError(f"--paired: {baseline} is not a method of these runs ({', '.join(evaluations)})")
+    base = evaluations[baseline]
+    result = {}
+    for method, runs in evaluations.items():
+        if method == baseline:
+            continue
+        seeds = [s for s in runs if s in base and _is_number(runs[s]["final"].get(metric))
+                 and _is_number(base[s]["final"].get(metric))]
+        if not seeds:
+            raise LureError(f"--paired: no run measured {metric} for both {method} and {baseline}")
+        diffs = [runs[s]["final"][metric] - base[s]["final"][metric] for s in seeds]
+        row = {"n": len(diffs), "mean": statistics.fmean(diffs), "std": std(diffs), "ci95": None, "seeds": seeds}
+        if len(diffs) >= 2:
+            from scipy.stats import t  # scikit-learn's dependency; here, not at the top: only this needs it
+
+            half = t.ppf(0.975, len(diffs) - 1) * row["std"] / len(diffs) ** 0.5
+            row["ci95"] = [row["mean"] - half, row["mean"] + half]
+        result[method] = row
+    return result
+
+
+def paired_table(evaluations: Evaluations, baseline: str, metrics: tuple[str, ...], digits: int = 4) -> str:
+    """paired_differences for each of `metrics`, one row per method and metric, with whether the
+    95% interval lies above 0, below it, or includes it."""
+    lines = [f"| method − {baseline} | metric | seeds | mean difference | 95% interval | |", "|---|---|---:|---:|---:|---|"]
+    for metric in metrics:
+        for method, d in paired_differences(evaluations, baseline, metric).items():
+            interval = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.{digits}f}, {d['ci95'][1]:+.{digits}f}]"
+            verdict = "-" if d["ci95"] is None else "> 0" if d["ci95"][0] > 0 else "< 0" if d["ci95"][1] < 0 \
+                else "includes 0"
+            lines.append(f"| {method} | {metric} | {d['n']} | {d['mean']:+.{digits}f} | {interval} | {verdict} |")
+    return "\n".join(lines)
+
+
 def tables(evaluations: Evaluations, columns: tuple[str, ...] = COLUMNS, timing: dict[str, dict] | None = None,
            digits: int = 4) -> str:
     """The per-method summary in `columns` (with the wall times of `timing`, where given), then

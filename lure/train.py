@@ -222,6 +222,7 @@ class FitResult:
     val_acc: float
     seconds: float
     momentum: dict[str, torch.Tensor]  # SGD momentum after the last step, by parameter name
+    epochs_run: int | None = None  # set under train.stop_at_train_acc: the epochs it took
 
     def metrics(self) -> dict[str, float | int]:
         """What the chunk's training gives, the same in every run of the same seed (the time apart)."""
@@ -232,6 +233,7 @@ class FitResult:
             "updates": self.updates,
             "images": self.images,
             "best_epoch": self.best_epoch,
+            **({"epochs_run": self.epochs_run} if self.epochs_run is not None else {}),
         }
 
 
@@ -247,6 +249,7 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
     updates = images = 0
     history: list[float] = []
     best_epoch, best_state = 0, None
+    epochs_run = 0
     for epoch in range(settings.epochs):
         trainer.lr = lr_at(settings, epoch)
         try:
@@ -261,12 +264,15 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
                 best_epoch, best_state = epoch + 1, copy.deepcopy(model.state_dict())
         for hook in hooks:
             hook.after_epoch(trainer, epoch + 1, stats)
+        epochs_run = epoch + 1
+        if settings.stop_at_train_acc is not None and stats.train_acc >= settings.stop_at_train_acc:
+            break  # the same on every rank: the accuracy is summed over them
     for hook in hooks:
         hook.after_fit(trainer)
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
-        best_epoch = settings.epochs
+        best_epoch = epochs_run
     model.to(memory_format=torch.contiguous_format)
 
     return FitResult(
@@ -278,6 +284,7 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
         val_acc=accuracy(model, val),
         seconds=time.perf_counter() - start,
         momentum=trainer.optimizer.momentum_state(),
+        epochs_run=epochs_run if settings.stop_at_train_acc is not None else None,
     )
 
 

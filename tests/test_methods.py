@@ -13,7 +13,7 @@ from lure.methods.magnitude import Magnitude
 from lure.methods.random_mask import RandomMask
 from lure.methods.reinit import kaiming_draw
 from lure.methods.shrink_perturb import ShrinkPerturb
-from lure.models import resnet, small_cnn
+from lure.models import mlp, resnet, small_cnn
 from tests.conftest import boundary, changed_tensors, digits_images, fresh_cnn, snapshot, trained_like_model
 
 # --- shrink & perturb ------------------------------------------------------------------------
@@ -204,10 +204,11 @@ def test_wels_split_is_fixed_for_a_run_and_keeps_about_the_rate():
 # --- the architectures declare what the methods need ------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "resnet50"])
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet18", "resnet50", "mlp"])
 def test_layers_cover_every_parameter_once_and_units_chain(arch):
     torch.manual_seed(0)
-    model = small_cnn(3, 10, 8) if arch == "small_cnn" else resnet(arch, 3, 10)
+    builders = {"small_cnn": lambda: small_cnn(3, 10, 8), "mlp": lambda: mlp(3, (8, 8), 10, width=16, depth=3)}
+    model = builders.get(arch, lambda: resnet(arch, 3, 10))()
     owners = {}
     for layer, paths in model.layers.items():
         for path in paths:
@@ -217,5 +218,19 @@ def test_layers_cover_every_parameter_once_and_units_chain(arch):
     assert all(len(v) == 1 for v in owners.values())
     assert list(model.layers)[-1] == "head" and model.units
     for units in model.units:
-        conv, bn, consumer = (model.get_submodule(p) for p in (units.conv, units.bn, units.consumer))
-        assert conv.out_channels == bn.num_features == consumer.weight.shape[1]
+        conv, consumer = model.get_submodule(units.conv), model.get_submodule(units.consumer)
+        assert conv.weight.shape[0] == consumer.weight.shape[1]
+        if units.bn is not None:
+            assert model.get_submodule(units.bn).num_features == conv.weight.shape[0]
+
+
+def test_the_mlp_is_flatten_then_relu_layers_of_width_units():
+    torch.manual_seed(0)
+    model = mlp(3, (8, 6), 10, width=16, depth=2)
+    assert [type(m).__name__ for m in model.body] == ["Flatten", "Linear", "ReLU", "Linear", "ReLU"]
+    assert model.body[1].weight.shape == (16, 3 * 8 * 6) and model.head.weight.shape == (10, 16)
+    x = torch.rand(5, 3, 8, 6)
+    normalised = model.normalize(x).flatten(1)
+    hidden = torch.relu(model.body[3](torch.relu(model.body[1](normalised))))
+    assert torch.allclose(model(x), model.head(hidden))
+    assert list(model.layers) == ["layer1", "layer2", "head"] and len(model.units) == 2

@@ -3,6 +3,7 @@ reliability bins, and seeded stages refusing a seed that params.yaml does not li
 
 import statistics
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -199,3 +200,37 @@ def test_readme_blocks_are_rewritten_from_the_results(in_tmp, params_dict):
                                  "| method | final_acc | cer |\n|---|---:|---:|\n| warm | 0.9000 | 30 |\n\n"
                                  "| method | chunk 1 | chunk 2 |\n|---|---:|---:|\n| warm | 0.5000 | 0.9000 |\n\n"
                                  "<!-- /lure results -->\nafter\n")
+
+
+def test_paired_differences_are_scipys_paired_t_interval():
+    from scipy.stats import ttest_rel
+
+    from lure.report import paired_differences, paired_table
+
+    rng = np.random.default_rng(0)
+    warm = rng.uniform(0.5, 0.7, 5)
+    lure_ = warm + rng.normal(0.02, 0.01, 5)  # better on every seed
+    noise = warm + rng.normal(0.0, 0.05, 5)
+    evaluations = {name: {s: {"final": {"final_acc": float(v[i]), "ece": 0.1}} for i, s in enumerate([3, 1, 4, 0, 2])}
+                   for name, v in (("warm", warm), ("lure", lure_), ("noisy", noise))}
+    d = paired_differences(evaluations, "warm", "final_acc")
+    for method, values in (("lure", lure_), ("noisy", noise)):
+        reference = ttest_rel(values, warm)
+        low, high = reference.confidence_interval(0.95)
+        assert d[method]["n"] == 5 and d[method]["mean"] == pytest.approx(np.mean(values - warm))
+        assert d[method]["ci95"] == pytest.approx([low, high])
+    assert d["lure"]["ci95"][0] > 0
+    table = paired_table(evaluations, "warm", ("final_acc", "ece"), digits=3)
+    assert "| lure | final_acc | 5 |" in table and table.count("> 0") == 1 and "| lure | ece | 5 | +0.000 |" in table
+    one = {m: {0: runs[0]} for m, runs in evaluations.items()}
+    assert paired_differences(one, "warm", "final_acc")["lure"]["ci95"] is None
+    with pytest.raises(LureError, match="--paired: scratch is not a method of these runs"):
+        paired_differences(evaluations, "scratch", "final_acc")
+
+
+def test_lure_results_paired_from_kept_results():
+    from lure.cli import results_text
+
+    text = results_text(kept=ROOT / "results" / "digits-methods", paired="warm", timing=False)
+    assert "| method − warm | metric | seeds | mean difference | 95% interval |" in text
+    assert "| scratch | final_acc | 3 |" in text

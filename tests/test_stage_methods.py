@@ -87,6 +87,32 @@ def test_continual_backprop_replaces_units_once_mature_and_carries_its_state(run
     assert "method_state" not in torch.load(root / "models/seed_0/warm/chunk_2.pt", weights_only=True)
 
 
+def test_every_method_runs_on_the_mlp(tmp_path):
+    """The mlp declares its layers and units like the CNNs, so every method forgets on it: ReDo
+    and continual backprop recycle its linear units (no BatchNorm)."""
+    from stages import branch, learn, prepare, relearn
+
+    settings = SETTINGS | {"redo": {"tau": 0.9}, "continual_backprop": {"maturity": 5, "replacement_rate": 0.05}}
+    params = {**TINY, "chunks": [{"k": 2, "prev": 1}], "model": {"arch": "mlp", "width": 16, "depth": 2},
+              "methods": {kind: settings.get(kind, {}) for kind in METHODS}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        prepare.main()
+        learn.main(seed=0)
+        for method in params["methods"]:
+            branch.main(method, seed=0)
+            relearn.main(method, 2, seed=0)
+    metrics = {m: json.loads((tmp_path / f"metrics/relearn/seed_0/{m}/chunk_2.json").read_text())
+               for m in params["methods"]}
+    assert metrics["warm"]["reset_fraction"] == 0.0 and metrics["scratch"]["reset_fraction"] == 1.0
+    assert all(metrics[m]["reset_fraction"] > 0 for m in metrics if m != "warm"), \
+        {m: metrics[m]["reset_fraction"] for m in metrics}
+    for m in ("redo", "continual_backprop"):
+        assert {"body.1.weight", "body.3.weight"} & set(metrics[m]["reset"]), metrics[m]["reset"]
+    assert set(metrics["later_layers"]["reset"]) >= {"body.3.weight", "head.weight"}
+
+
 def test_an_unknown_layer_name_is_refused_naming_the_key(runs, tmp_path):
     _, root = runs
     params = yaml.safe_load((root / "params.yaml").read_text())

@@ -103,3 +103,37 @@ def test_carried_momentum_changes_the_first_updates():
     a, _, _ = train_once(seed=1, epochs=1)
     b, _, _ = train_once(seed=1, epochs=1, momentum=first.momentum)
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+class EpochRecorder:
+    """A hook keeping each epoch's statistics."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def __getattr__(self, name):  # the Hook methods it does not need do nothing
+        return lambda *args: None
+
+    def after_epoch(self, trainer, epoch, stats):
+        self.epochs.append(stats)
+
+
+def test_stop_at_train_acc_ends_the_chunk_at_the_first_epoch_that_reaches_it():
+    torch.manual_seed(0)
+    train, val = digits_images(0, 400), digits_images(400, 500)
+    runs = {}
+    for stop in (None, 0.95):
+        torch.manual_seed(0)
+        model = small_cnn(1, 10, width=8)
+        set_input_stats(model, train.x)
+        recorder = EpochRecorder()
+        params = TrainSettings(epochs=30, batch_size=32, lr=0.05, lr_milestones=[], select="last",
+                               stop_at_train_acc=stop)
+        runs[stop] = fit(model, train, val, params, torch.Generator().manual_seed(0), hooks=[recorder]), recorder
+    (full, full_epochs), (stopped, stopped_epochs) = runs[None], runs[0.95]
+    accs = [e.train_acc for e in full_epochs.epochs]
+    first = next(i for i, a in enumerate(accs) if a >= 0.95) + 1  # the same run until then
+    assert 1 < first < 30 and stopped.epochs_run == first == len(stopped_epochs.epochs) == stopped.best_epoch
+    assert [e.train_acc for e in stopped_epochs.epochs] == accs[:first]
+    assert stopped.updates == first * 13 and stopped.metrics()["epochs_run"] == first
+    assert full.epochs_run is None and "epochs_run" not in full.metrics() and len(accs) == 30

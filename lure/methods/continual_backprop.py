@@ -10,7 +10,7 @@ from pydantic import Field
 
 from lure import distributed
 from lure.methods.base import Boundary, Method, MethodHook, Reset
-from lure.methods.units import recycle, shares, watch_activity
+from lure.methods.units import recycle, shares, unit_count, watch_activity
 from lure.models import Network
 from lure.train import Trainer
 
@@ -49,7 +49,7 @@ class UnitReplacement(MethodHook):
         self.rate, self.maturity, self.decay = replacement_rate, maturity, decay
         device = next(model.parameters()).device
         self.consumers = [model.get_submodule(u.consumer) for u in model.units]
-        sizes = [model.get_submodule(u.conv).out_channels for u in model.units]
+        sizes = [unit_count(model, u) for u in model.units]
         if not state:  # the first chunk with continual backprop: every unit new
             state = {"utility": [torch.zeros(n) for n in sizes],
                      "age": [torch.zeros(n, dtype=torch.long) for n in sizes], "pending": [0.0] * len(sizes)}

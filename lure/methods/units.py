@@ -1,10 +1,11 @@
 """Hidden units: how active they are, and recycling them (shared by ReDo and continual backprop).
 
-A unit is an output channel of a convolution followed by BatchNorm and a ReLU, read by the next
-conv or linear layer (lure.models.Units, declared per architecture). Recycling unit c draws its
-incoming weights afresh from the architecture's initial distribution, resets its BatchNorm
-entries to a fresh layer's (scale 1, shift 0, running mean 0, variance 1), zeroes its outgoing
-weights (so the network's function is unchanged at first) and clears the momentum of all of these.
+A unit is an output channel of a convolution followed by BatchNorm and a ReLU, or an output of a
+linear layer followed by a ReLU (the mlp), read by the next conv or linear layer (lure.models.Units,
+declared per architecture). Recycling unit c draws its incoming weights afresh from the
+architecture's initial distribution (its bias 0), resets its BatchNorm entries, if any, to a fresh
+layer's (scale 1, shift 0, running mean 0, variance 1), zeroes its outgoing weights (so the
+network's function is unchanged at first) and clears the momentum of all of these.
 """
 
 from __future__ import annotations
@@ -31,14 +32,18 @@ def watch_activity(model: Network, record: Callable[[int, torch.Tensor, int], No
                 record(i, h.mean(dim=[0, *range(2, h.dim())]), len(h))
         return on_forward
 
-    return [model.get_submodule(u.bn).register_forward_hook(hook(i)) for i, u in enumerate(model.units)]
+    return [model.get_submodule(u.bn or u.conv).register_forward_hook(hook(i)) for i, u in enumerate(model.units)]
+
+
+def unit_count(model: Network, units: Units) -> int:
+    return model.get_submodule(units.conv).weight.shape[0]
 
 
 @torch.no_grad()
 def unit_activity(model: Network, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     """Per layer of units, the mean post-ReLU activation E|h| of every unit over the images of
     `batches`, in eval mode (BatchNorm's running statistics; nothing in the model changes)."""
-    sums = [torch.zeros(model.get_submodule(u.conv).out_channels) for u in model.units]
+    sums = [torch.zeros(unit_count(model, u)) for u in model.units]
 
     def add(i: int, activity: torch.Tensor, images: int) -> None:
         sums[i] += activity.cpu() * images
@@ -70,15 +75,17 @@ def recycle(model: Network, units: Units, index: torch.Tensor, generator: torch.
     `touched` (boolean masks by parameter name, made as needed)."""
     if not len(index):
         return
-    conv, bn, consumer = (model.get_submodule(path) for path in (units.conv, units.bn, units.consumer))
+    conv, consumer = model.get_submodule(units.conv), model.get_submodule(units.consumer)
     rows = index.to(conv.weight.device)
     conv.weight[rows] = initial_draw(model, conv, len(index), generator).to(conv.weight)
     if conv.bias is not None:
         conv.bias[rows] = 0.0
-    bn.weight[rows], bn.bias[rows] = 1.0, 0.0
-    bn.running_mean[rows], bn.running_var[rows] = 0.0, 1.0
+    if units.bn is not None:
+        bn = model.get_submodule(units.bn)
+        bn.weight[rows], bn.bias[rows] = 1.0, 0.0
+        bn.running_mean[rows], bn.running_var[rows] = 0.0, 1.0
     consumer.weight[:, rows] = 0.0
-    incoming = [f"{units.conv}.weight", f"{units.bn}.weight", f"{units.bn}.bias",
+    incoming = [f"{units.conv}.weight", *([f"{units.bn}.weight", f"{units.bn}.bias"] if units.bn else []),
                 *([f"{units.conv}.bias"] if conv.bias is not None else [])]
     outgoing = f"{units.consumer}.weight"
     params = dict(model.named_parameters())
