@@ -92,7 +92,6 @@ class Concatenated:
         self.starts = np.cumsum([0] + [len(p) for p in self.parts])
         self.shape = (int(self.starts[-1]), *self.parts[0].shape[1:])
         self.dtype = self.parts[0].dtype
-        self.nbytes = sum(p.nbytes for p in self.parts)
 
     def __len__(self) -> int:
         return self.shape[0]

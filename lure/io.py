@@ -112,20 +112,20 @@ def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
             np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(array.dtype),
                                                           "fortran_order": False, "shape": array.shape})
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.file_size = len(header.getvalue()) + array.nbytes  # known ahead: zip64 only past 2 GiB
+            info.file_size = len(header.getvalue()) + array.nbytes  # known ahead: zipfile uses zip64 only near 2 GiB
             with zf.open(info, "w") as member:
                 member.write(header.getvalue())
                 for block in _blocks(array):
                     member.write(block)
 
 
-def _blocks(array: np.ndarray, rows_per_block: int | None = None) -> Iterator[bytes]:
+def _blocks(array: np.ndarray) -> Iterator[bytes]:
     """The array's bytes in C order, about 16 MiB at a time."""
     if array.ndim == 0 or len(array) == 0:
         yield np.ascontiguousarray(array).tobytes()
         return
     row_bytes = max(array[0].nbytes, 1)
-    step = rows_per_block or max(1, (16 << 20) // row_bytes)
+    step = max(1, (16 << 20) // row_bytes)
     for start in range(0, len(array), step):
         yield np.ascontiguousarray(array[start:start + step]).tobytes()
 

@@ -35,10 +35,6 @@ class Streamed:
     def __len__(self) -> int:
         return len(self.rows)
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape))
-
     def __getitem__(self, index) -> Streamed | torch.Tensor:
         if isinstance(index, slice):
             return Streamed(self.host, self.device, self.rows[index])

@@ -33,13 +33,11 @@ SGM = {"kind": "scratch", "mitigate": {"head_init": "class_means", "soft_targets
                                        "warmup": 0.3}}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Each method's relearn metrics for chunk 2 (and 3 for continual backprop), and the run directory."""
+def run_methods(root, params: dict, later: tuple[tuple[str, int], ...] = ()) -> dict:
+    """The real stages in process in `root`: prepare, learn, then every method's branch and relearn
+    of chunk 2, then the (method, chunk) relearns of `later`; each method's chunk-2 metrics."""
     from stages import branch, learn, prepare, relearn
 
-    root = tmp_path_factory.mktemp("methods")
-    params = {**TINY, "methods": {kind: SETTINGS.get(kind, {}) for kind in METHODS} | {"scratch_sgm": SGM}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -48,9 +46,17 @@ def runs(tmp_path_factory):
         for method in params["methods"]:
             branch.main(method, seed=0)
             relearn.main(method, 2, seed=0)
-        relearn.main("continual_backprop", 3, seed=0)
-    metrics = {m: {2: json.loads((root / f"metrics/relearn/seed_0/{m}/chunk_2.json").read_text())}
-               for m in params["methods"]}
+        for method, k in later:
+            relearn.main(method, k, seed=0)
+    return {m: json.loads((root / f"metrics/relearn/seed_0/{m}/chunk_2.json").read_text()) for m in params["methods"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Each method's relearn metrics for chunk 2 (and 3 for continual backprop), and the run directory."""
+    root = tmp_path_factory.mktemp("methods")
+    params = {**TINY, "methods": {kind: SETTINGS.get(kind, {}) for kind in METHODS} | {"scratch_sgm": SGM}}
+    metrics = {m: {2: chunk_2} for m, chunk_2 in run_methods(root, params, later=(("continual_backprop", 3),)).items()}
     metrics["continual_backprop"][3] = json.loads(
         (root / "metrics/relearn/seed_0/continual_backprop/chunk_3.json").read_text())
     return metrics, root
@@ -90,21 +96,10 @@ def test_continual_backprop_replaces_units_once_mature_and_carries_its_state(run
 def test_every_method_runs_on_the_mlp(tmp_path):
     """The mlp declares its layers and units like the CNNs, so every method forgets on it: ReDo
     and continual backprop recycle its linear units (no BatchNorm)."""
-    from stages import branch, learn, prepare, relearn
-
     settings = SETTINGS | {"redo": {"tau": 0.9}, "continual_backprop": {"maturity": 5, "replacement_rate": 0.05}}
     params = {**TINY, "chunks": [{"k": 2, "prev": 1}], "model": {"arch": "mlp", "width": 16, "depth": 2},
               "methods": {kind: settings.get(kind, {}) for kind in METHODS}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp_path)
-        prepare.main()
-        learn.main(seed=0)
-        for method in params["methods"]:
-            branch.main(method, seed=0)
-            relearn.main(method, 2, seed=0)
-    metrics = {m: json.loads((tmp_path / f"metrics/relearn/seed_0/{m}/chunk_2.json").read_text())
-               for m in params["methods"]}
+    metrics = run_methods(tmp_path, params)
     assert metrics["warm"]["reset_fraction"] == 0.0 and metrics["scratch"]["reset_fraction"] == 1.0
     assert all(metrics[m]["reset_fraction"] > 0 for m in metrics if m != "warm"), \
         {m: metrics[m]["reset_fraction"] for m in metrics}
