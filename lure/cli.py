@@ -54,6 +54,9 @@ def results(params_file: ParamsFile = PARAMS_FILE,
             every_column: bool = typer.Option(False, "--all", help="every column, not the compact table"),
             columns: str | None = typer.Option(None, "--columns", help="these columns, comma-separated"),
             recovery: bool = typer.Option(False, "--recovery", help="also the updates until each chunk recovered"),
+            convergence: bool = typer.Option(False, "--convergence", help="also how far each chunk's "
+                                             "training went: the last epoch's training accuracy and the epochs "
+                                             "it took (train.stop_at_train_acc)"),
             paired: str | None = typer.Option(None, "--paired", help="also each method's difference from this "
                                               "one, paired by run seed, with its 95% interval (for the "
                                               "--columns given, else final_acc)"),
@@ -61,16 +64,16 @@ def results(params_file: ParamsFile = PARAMS_FILE,
             keep: Path | None = typer.Option(None, "--keep", help="copy the params file and the evaluations there"),
             ) -> None:
     """Print the comparison tables of the last `dvc repro` (metrics/evaluate/), or of kept results."""
-    print(results_text(params_file, kept, every_column, columns, recovery, timing, keep, paired), end="")
+    print(results_text(params_file, kept, every_column, columns, recovery, timing, keep, paired, convergence), end="")
 
 
 def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every_column: bool = False,
                  columns: str | None = None, recovery: bool = False, timing: bool = True,
-                 keep: Path | None = None, paired: str | None = None) -> str:
+                 keep: Path | None = None, paired: str | None = None, convergence: bool = False) -> str:
     from lure import paths
     from lure.config import load_params
     from lure.io import read_json
-    from lure.report import COLUMNS, COMPACT, load_evaluations, paired_table, recovery_table, tables
+    from lure.report import COLUMNS, COMPACT, convergence_table, load_evaluations, paired_table, recovery_table, tables
 
     source = kept / "params.yaml" if kept else Path(params_file)
     p = load_params(source)
@@ -83,9 +86,12 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
     unknown = [c for c in shown if c not in COLUMNS]
     if unknown:
         raise LureError(f"--columns: no column {', '.join(unknown)} (the columns: {', '.join(COLUMNS)})")
-    times = read_json(paths.TIMING) if timing and not kept and paths.TIMING.is_file() else None
+    # wall times: a kept run's are fixed at keeping (timing.json there); a live run's only on request
+    times_file = kept / paths.TIMING.name if kept else paths.TIMING if timing else None
+    times = read_json(times_file) if times_file and times_file.is_file() else None
     text = tables(evaluations, shown, times, digits=3 if compact else 4)
     text += "\n\n" + recovery_table(evaluations) if recovery else ""
+    text += "\n\n" + convergence_table(evaluations) if convergence else ""
     if paired:
         text += "\n\n" + paired_table(evaluations, paired, tuple(c.strip() for c in columns.split(",")) if columns
                                       else ("final_acc",), digits=3 if compact else 4)
@@ -93,8 +99,8 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
 
 
 def keep_results(params_file: Path, evaluations: dict, folder: Path, with_plots: bool) -> None:
-    """The params file, the evaluations and (from a run's metrics/) the plot data, kept in `folder`
-    (results/<name>), so that its tables and figures come from committed files."""
+    """The params file, the evaluations and (from a run's metrics/) the plot data and wall times,
+    kept in `folder` (results/<name>), so that its tables and figures come from committed files."""
     import shutil
 
     from lure import paths
@@ -106,7 +112,7 @@ def keep_results(params_file: Path, evaluations: dict, folder: Path, with_plots:
     for method, runs in evaluations.items():
         for seed, evaluation in runs.items():
             write_json(paths.evaluation(method, seed, folder / "evaluate"), evaluation)
-    for plot in (paths.ACCURACY_PLOT, paths.STABILITY_PLOT, paths.CORRUPTION_PLOT, paths.RELIABILITY_PLOT):
+    for plot in (paths.ACCURACY_PLOT, paths.STABILITY_PLOT, paths.CORRUPTION_PLOT, paths.RELIABILITY_PLOT, paths.TIMING):
         if with_plots and plot.is_file():
             shutil.copyfile(plot, folder / plot.name)
 
@@ -153,7 +159,8 @@ def readme_text(text: str) -> str:
             except click.ClickException as err:
                 raise LureError(f"README.md: `<!-- lure results{match['args']} -->`: {err.format_message()}") from None
             body = results_text(kept=options["kept"], every_column=options["every_column"],
-                                columns=options["columns"], recovery=options["recovery"], timing=False)
+                                columns=options["columns"], recovery=options["recovery"], timing=False,
+                                paired=options["paired"], convergence=options["convergence"])
         return match.group(1) + "\n" + body + "\n" + match.group(5)
 
     return README_BLOCK.sub(block, text)
@@ -168,7 +175,7 @@ def bench_table(name: str) -> str:
         raise LureError(f"{path}: no such result; run the benchmark of bench/ that writes it")
     kind = name.split("-")[0]
     tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table,
-              "images": _images_table}
+              "images": _images_table, "reproduce": _reproduce_table}
     if kind not in tables:
         raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
     lines, about = tables[kind](read_json(path))
@@ -218,6 +225,20 @@ def _images_table(r: dict) -> tuple[list[str], str]:
     m = r["machine"]
     return lines, (f"{m['cores']} cores, {m['cpu']}; streamed reads {t['streamed_read_img_s']} img/s in random "
                    f"batches of 128; torch {r['torch']}; commit {r['commit'][:10]}")
+
+
+def _reproduce_table(r: dict) -> tuple[list[str], str]:
+    """The "Does it reproduce?" studies: what each ran and its `dvc repro`'s wall time."""
+    lines = ["| study (presets/cifar10-NAME.yaml) | run seeds | methods | stages run | minutes |",
+             "|---|---:|---|---:|---:|"]
+    for name, s in r["studies"].items():
+        lines.append(f"| {name} | {len(s['seeds'])} | {', '.join(s['methods'])} | {s['stages_run']} | "
+                     f"{s['seconds'] / 60:.1f} |")
+    total = sum(s["seconds"] for s in r["studies"].values()) / 60
+    lines.append(f"| all | | | {sum(s['stages_run'] for s in r['studies'].values())} | {total:.1f} |")
+    machines = {f"{s['machine']['cores']} cores, {s['machine']['cpu']}; torch {s['torch']}; commit {s['commit'][:10]}"
+                for s in r["studies"].values()}
+    return lines, "; ".join(sorted(machines))
 
 
 def _corruptions_table(r: dict) -> tuple[list[str], str]:

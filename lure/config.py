@@ -129,8 +129,8 @@ class TrainSettings(Strict):
     epochs: int = Field(30, ge=1, description="epochs per chunk (the most, with stop_at_train_acc)")
     stop_at_train_acc: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
         None, description="end a chunk after the first epoch whose training accuracy (on its batches, as trained "
-                          "on) reaches this, e.g. 0.99 as Ash & Adams train; the epochs run go to the metrics "
-                          "(epochs_run); null: always `epochs`")
+                          "on) reaches this, e.g. 0.99 as Ash & Adams train; the epochs run and that last epoch's "
+                          "accuracy go to the metrics (epochs_run, epoch_train_acc); null: always `epochs`")
     batch_size: int = Field(32, ge=2, description="images per update")
     lr: float = Field(0.05, gt=0.0, description="learning rate at the start of every chunk")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum; the buffers carry over from chunk to "

@@ -24,7 +24,8 @@ from lure.robustness import corruption_metrics
 from lure.stability import stability_summary
 
 # What the evaluation copies, per chunk, from the training stages' metrics.
-TRAINING_KEYS = ("val_acc", "train_acc", "gen_gap", "reset_fraction", "updates", "images", "epochs_run")
+TRAINING_KEYS = ("val_acc", "train_acc", "gen_gap", "reset_fraction", "updates", "images", "epochs_run",
+                 "epoch_train_acc")
 
 
 @dataclass

@@ -82,8 +82,8 @@ def small_cnn(in_channels: int, num_classes: int, width: int = 32) -> Network:
 
 def mlp(in_channels: int, image_size: tuple[int, int], num_classes: int, width: int, depth: int) -> Network:
     """The flattened image through `depth` linear-ReLU layers of `width` units (PyTorch's default
-    initialisation), then the linear head: Ash & Adams' MLP, with ReLU where they used tanh, so
-    that a unit's activity is the one ReDo and continual backprop define."""
+    initialisation), then the linear head: Ash & Adams' MLP (their code's is 100 x 2 with ReLU),
+    whose ReLU units are the ones ReDo and continual backprop define."""
     inputs = in_channels * image_size[0] * image_size[1]
     modules: list[nn.Module] = [nn.Flatten()]
     for i in range(depth):

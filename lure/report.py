@@ -249,6 +249,30 @@ def recovery_table(evaluations: Evaluations) -> str:
     return "\n".join(lines)
 
 
+def convergence_table(evaluations: Evaluations) -> str:
+    """How far each chunk's training went, one row per method, so that a claim made "at
+    convergence" can be checked rather than assumed: under train.stop_at_train_acc, the last
+    epoch's accuracy on its training batches (what the rule tests; mean over the seeds, and the
+    lowest seed's) and the epochs it took (mean, and the most); without the rule, the final
+    model's accuracy on its training images."""
+    chunks = sorted({paths.chunk_number(c) for runs in evaluations.values() for e in runs.values() for c in e["chunks"]})
+    lines = ["| method | " + " | ".join(f"chunk {k}" for k in chunks) + " |", "|---|" + "---:|" * len(chunks)]
+    for method, runs in evaluations.items():
+        cells = []
+        for k in chunks:
+            trained = [e["chunks"][f"chunk_{k}"] for e in runs.values() if f"chunk_{k}" in e["chunks"]]
+            ruled = [t for t in trained if _is_number(t.get("epoch_train_acc")) and _is_number(t.get("epochs_run"))]
+            acc = [t["epoch_train_acc"] for t in ruled] if ruled else \
+                [t["train_acc"] for t in trained if _is_number(t.get("train_acc"))]
+            cell = f"{statistics.fmean(acc):.3f} (min {min(acc):.3f})" if acc else "-"
+            if ruled:
+                epochs = [t["epochs_run"] for t in ruled]
+                cell += f", {statistics.fmean(epochs):.0f} epochs (max {max(epochs)})"
+            cells.append(cell)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --- paired differences over the seeds ------------------------------------------------------------
 
 

@@ -223,6 +223,7 @@ class FitResult:
     seconds: float
     momentum: dict[str, torch.Tensor]  # SGD momentum after the last step, by parameter name
     epochs_run: int | None = None  # set under train.stop_at_train_acc: the epochs it took
+    epoch_train_acc: float | None = None  # ... and the last epoch's accuracy on its batches, which the rule tests
 
     def metrics(self) -> dict[str, float | int]:
         """What the chunk's training gives, the same in every run of the same seed (the time apart)."""
@@ -233,7 +234,8 @@ class FitResult:
             "updates": self.updates,
             "images": self.images,
             "best_epoch": self.best_epoch,
-            **({"epochs_run": self.epochs_run} if self.epochs_run is not None else {}),
+            **({"epochs_run": self.epochs_run, "epoch_train_acc": self.epoch_train_acc}
+               if self.epochs_run is not None else {}),
         }
 
 
@@ -249,7 +251,7 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
     updates = images = 0
     history: list[float] = []
     best_epoch, best_state = 0, None
-    epochs_run = 0
+    epochs_run, epoch_train_acc = 0, 0.0
     for epoch in range(settings.epochs):
         trainer.lr = lr_at(settings, epoch)
         try:
@@ -264,7 +266,7 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
                 best_epoch, best_state = epoch + 1, copy.deepcopy(model.state_dict())
         for hook in hooks:
             hook.after_epoch(trainer, epoch + 1, stats)
-        epochs_run = epoch + 1
+        epochs_run, epoch_train_acc = epoch + 1, stats.train_acc
         if settings.stop_at_train_acc is not None and stats.train_acc >= settings.stop_at_train_acc:
             break  # the same on every rank: the accuracy is summed over them
     for hook in hooks:
@@ -285,6 +287,7 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
         seconds=time.perf_counter() - start,
         momentum=trainer.optimizer.momentum_state(),
         epochs_run=epochs_run if settings.stop_at_train_acc is not None else None,
+        epoch_train_acc=epoch_train_acc if settings.stop_at_train_acc is not None else None,
     )
 
 

@@ -1,6 +1,7 @@
 """The report over run seeds: mean and sample std per method, no std from one seed, pooled
 reliability bins, and seeded stages refusing a seed that params.yaml does not list."""
 
+import shutil
 import statistics
 
 import numpy as np
@@ -234,3 +235,50 @@ def test_lure_results_paired_from_kept_results():
     text = results_text(kept=ROOT / "results" / "digits-methods", paired="warm", timing=False)
     assert "| method − warm | metric | seeds | mean difference | 95% interval |" in text
     assert "| scratch | final_acc | 3 |" in text
+
+
+def test_convergence_table_gives_the_rule_accuracy_and_epochs_per_chunk():
+    from lure.report import convergence_table
+
+    def run(acc1, ep1, acc2, ep2):  # the final model's train_acc (eval mode) differs from the rule's
+        return {"final": {}, "chunks": {"chunk_1": {"train_acc": 0.5, "epoch_train_acc": acc1, "epochs_run": ep1},
+                                        "chunk_2": {"train_acc": 0.5, "epoch_train_acc": acc2, "epochs_run": ep2}}}
+
+    evaluations = {"warm": {0: run(0.992, 30, 0.995, 4), 1: run(0.990, 34, 0.997, 6)},
+                   "scratch": {0: run(0.992, 30, 0.985, 300), 1: run(0.990, 34, 0.993, 41)}}
+    lines = convergence_table(evaluations).splitlines()
+    assert lines[0] == "| method | chunk 1 | chunk 2 |"
+    assert lines[2] == "| warm | 0.991 (min 0.990), 32 epochs (max 34) | 0.996 (min 0.995), 5 epochs (max 6) |"
+    assert lines[3].endswith("| 0.989 (min 0.985), 170 epochs (max 300) |")
+    without_rule = {"warm": {0: {"final": {}, "chunks": {"chunk_1": {"train_acc": 0.5}}}}}
+    assert convergence_table(without_rule).splitlines()[2] == "| warm | 0.500 (min 0.500) |"
+
+
+def test_readme_blocks_take_the_paired_and_convergence_options(in_tmp, params_dict):
+    from lure.cli import readme_text
+
+    params_dict["methods"] = {"warm": {}, "scratch": {}}
+    params_dict["seeds"] = [0, 1]
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    for seed, (warm, scratch) in enumerate([(0.80, 0.84), (0.70, 0.76)]):
+        write_run("warm", seed, evaluation(warm, 30, [0.5, warm]), "0.9500,0.960000,1.000000,3\n")
+        write_run("scratch", seed, evaluation(scratch, 30, [0.5, scratch]), "0.9500,0.960000,1.000000,3\n")
+    text = readme_text("<!-- lure results --columns final_acc --paired warm --convergence -->\n<!-- /lure results -->")
+    # differences 0.04 and 0.06: mean 0.05 +- t(0.975, 1) * std / sqrt(2) = 12.706 * 0.01414 / 1.414
+    assert "| scratch | final_acc | 2 | +0.0500 | [-0.0771, +0.1771] | includes 0 |" in text
+    # the accuracy table and the convergence table (these runs recorded no training accuracy)
+    assert text.count("| method | chunk 1 | chunk 2 |") == 2 and "| warm | - | - |" in text
+
+
+def test_kept_results_show_the_wall_times_kept_with_them(in_tmp, params_dict):
+    from lure.cli import results_text
+
+    params_dict["methods"] = {"warm": {}, "scratch": {}}
+    (in_tmp / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    for method, acc in (("warm", 0.8), ("scratch", 0.7)):
+        write_json(paths.evaluation(method, 0, in_tmp / "kept" / "evaluate"), evaluation(acc, 30, [0.5, acc]))
+    shutil.copyfile(in_tmp / "params.yaml", in_tmp / "kept" / "params.yaml")
+    assert "wall_s" not in results_text(kept=in_tmp / "kept", timing=False)
+    write_json(in_tmp / "kept" / "timing.json", {"warm": {"wall_s": 12.5}, "scratch": {"wall_s": 30.25}})
+    text = results_text(kept=in_tmp / "kept", timing=False)
+    assert "| method | final_acc | cer | wall_s |" in text and "| warm | 0.800 | 30 | 12.5 |" in text

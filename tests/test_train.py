@@ -136,4 +136,6 @@ def test_stop_at_train_acc_ends_the_chunk_at_the_first_epoch_that_reaches_it():
     assert 1 < first < 30 and stopped.epochs_run == first == len(stopped_epochs.epochs) == stopped.best_epoch
     assert [e.train_acc for e in stopped_epochs.epochs] == accs[:first]
     assert stopped.updates == first * 13 and stopped.metrics()["epochs_run"] == first
+    assert stopped.metrics()["epoch_train_acc"] == accs[first - 1] >= 0.95 > accs[first - 2]
     assert full.epochs_run is None and "epochs_run" not in full.metrics() and len(accs) == 30
+    assert "epoch_train_acc" not in full.metrics()
