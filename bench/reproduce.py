@@ -1,0 +1,84 @@
+"""The "Does it reproduce?" study (README): run its presets one after another in this workspace,
+keep each one's results in results/<name> and time each `dvc repro`.
+
+    uv run python bench/reproduce.py                                      # all four studies
+    uv run python bench/reproduce.py --data-root ../shared/data/cifar10   # offline copy of CIFAR-10
+    uv run python bench/reproduce.py --only fewshot-mlp --force           # one study, every stage again
+
+For each study: params.yaml <- presets/cifar10-<name>.yaml (with --data-root, data.root set to it
+and data.download off), `dvc repro` (its output shown as it runs), then
+`lure results --keep results/<name>`. params.yaml is put back at the end. Writes (merging by study)
+bench/results/reproduce-<arch>-<cores>cores.json: per study, the seconds of its `dvc repro` and the
+stages it ran, with the machine, versions and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ("warmstart-mlp", "warmstart-cnn", "chunks-mlp", "fewshot-mlp")
+
+
+def run_study(name: str, data_root: str | None, force: bool) -> dict:
+    params = yaml.safe_load((ROOT / "presets" / f"cifar10-{name}.yaml").read_text())
+    if data_root:
+        params["data"].update(root=data_root, download=False)
+    (ROOT / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    start = time.perf_counter()
+    stages = 0
+    with subprocess.Popen([sys.executable, "-m", "dvc", "repro", *(["--force"] if force else [])], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as repro:
+        for line in repro.stdout:
+            print(line, end="", flush=True)
+            stages += line.startswith("Running stage")
+    seconds = time.perf_counter() - start
+    if repro.returncode != 0:
+        sys.exit(f"error: dvc repro of presets/cifar10-{name}.yaml failed (exit {repro.returncode})")
+    subprocess.run([sys.executable, "-m", "lure.cli", "results", "--keep", f"results/{name}"], cwd=ROOT, check=True)
+    print(f"{name}: {stages} stages run in {seconds:.0f} s", flush=True)
+    return {"seconds": round(seconds, 1), "stages_run": stages, "seeds": params["seeds"],
+            "methods": list(params["methods"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=STUDIES, default=list(STUDIES))
+    parser.add_argument("--data-root", help="data.root for every study (and data.download off)")
+    parser.add_argument("--force", action="store_true", help="dvc repro --force: run every stage again")
+    args = parser.parse_args()
+
+    import torch
+
+    from lure.device import cpu_name
+
+    cores = os.cpu_count()
+    out = ROOT / "bench" / "results" / f"reproduce-{platform.machine()}-{cores}cores.json"
+    result = json.loads(out.read_text()) if out.is_file() else {"studies": {}}
+    saved = (ROOT / "params.yaml").read_text()
+    try:
+        for name in args.only:
+            result["studies"][name] = {
+                **run_study(name, args.data_root, args.force),
+                "machine": {"cpu": cpu_name(), "cores": cores, "arch": platform.machine()},
+                "torch": torch.__version__, "python": platform.python_version(),
+                "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                         text=True).stdout.strip(),
+            }
+            out.write_text(json.dumps(result, indent=1) + "\n")
+    finally:
+        (ROOT / "params.yaml").write_text(saved)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
