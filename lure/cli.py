@@ -117,7 +117,7 @@ def keep_results(params_file: Path, evaluations: dict, folder: Path, with_plots:
             shutil.copyfile(plot, folder / plot.name)
 
 
-README_BLOCK = re.compile(r"(<!-- lure (?P<kind>results|bench)(?P<args>[^>]*) -->\n)(?P<body>.*?)"
+README_BLOCK = re.compile(r"(<!-- lure (?P<kind>results|bench|claims)(?P<args>[^>]*) -->\n)(?P<body>.*?)"
                           r"(<!-- /lure (?P=kind) -->)", re.S)
 
 
@@ -137,11 +137,12 @@ def readme(check_only: bool = typer.Option(False, "--check", help="only say whet
 
 def readme_text(text: str) -> str:
     """README text with each block `<!-- lure results ARGS -->...<!-- /lure results -->` holding
-    what `lure results ARGS --no-timing` prints, and each `<!-- lure bench NAME -->` block the
-    table of bench/results/NAME.json."""
+    what `lure results ARGS --no-timing` prints, each `<!-- lure bench NAME -->` block the
+    table of bench/results/NAME.json, and each `<!-- lure claims FILE -->` block the verdicts on
+    the claims of FILE (lure/claims.py)."""
     import shlex
 
-    opened = text.count("<!-- lure results") + text.count("<!-- lure bench")
+    opened = sum(text.count(f"<!-- lure {kind}") for kind in ("results", "bench", "claims"))
     blocks = list(README_BLOCK.finditer(text))
     if len(blocks) != opened:
         raise LureError(f"README.md: {opened} generated blocks open, {len(blocks)} close as they should")
@@ -152,6 +153,12 @@ def readme_text(text: str) -> str:
             if len(words) != 1:
                 raise LureError(f"README.md: `<!-- lure bench{match['args']} -->` names no one result file")
             body = bench_table(words[0])
+        elif match["kind"] == "claims":
+            from lure.claims import claims_table
+
+            if len(words) != 1:
+                raise LureError(f"README.md: `<!-- lure claims{match['args']} -->` names no one claims file")
+            body = claims_table(Path(words[0]))
         else:  # the options as `lure results` reads them
             command = typer.main.get_command(app).commands["results"]
             try:

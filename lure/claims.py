@@ -1,0 +1,94 @@
+"""Published claims tested against kept results (results/<name>): for each claim, the paired
+difference over the run seeds (report.paired_differences) and a verdict from its 95% interval.
+
+A claims file (YAML, a list) names per claim what was published and which comparison of which
+kept study tests it. It is written before the study runs, so that the verdicts cannot be chosen
+after seeing the results; `lure readme` renders its table into README.md.
+
+The verdict, for a claim that `method` − `baseline` of `metric` is above 0 (`direction: ">"`) or
+below it (`"<"`):
+- reproduced: the interval excludes 0 on the claimed side;
+- opposite: the interval excludes 0 on the other side;
+- not reproduced at this scale: the interval includes 0 but not the published effect (`effect`,
+  where the claim gives one as a number), so an effect of the published size is ruled out here;
+- inconclusive: the interval includes 0 (and the published effect, where there is one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lure.errors import LureError
+
+
+class Claim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    claim: str = Field(description="what was claimed, and by whom")
+    published: str = Field(description="the published figures, as published (or what the source says)")
+    effect: float | None = Field(None, description="the published difference in `metric`'s units, where there is one")
+    results: Path = Field(description="the kept study that tests it (results/<name>)")
+    method: str
+    baseline: str
+    metric: str
+    direction: Literal[">", "<"] = Field(description="the sign the claim gives method − baseline")
+
+
+def load_claims(path: Path) -> list[Claim]:
+    import yaml
+
+    from lure.config import error_lines
+
+    if not path.is_file():
+        raise LureError(f"{path}: no such claims file")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, list):
+        raise LureError(f"{path} must be a list of claims")
+    claims = []
+    for i, item in enumerate(raw):
+        try:
+            claims.append(Claim.model_validate(item))
+        except ValidationError as err:
+            raise LureError(f"{path}, claim {i + 1} is invalid:\n{error_lines(err)}") from None
+    return claims
+
+
+def verdict(ci95: list[float] | None, direction: str, effect: float | None) -> str:
+    """The verdict on a claim from the 95% interval of method − baseline (module docstring)."""
+    if ci95 is None:
+        return "one seed: no interval"
+    sign = 1 if direction == ">" else -1
+    lower, upper = sorted((sign * ci95[0], sign * ci95[1]))  # in the claimed direction: > 0 supports it
+    if lower > 0:
+        return "reproduced"
+    if upper < 0:
+        return "opposite"
+    if effect is not None and sign * effect > upper:
+        return "not reproduced at this scale"
+    return "inconclusive"
+
+
+def claims_table(path: Path, root: Path = Path(".")) -> str:
+    """One row per claim of the claims file at `path` (study folders relative to `root`)."""
+    from lure.config import load_params
+    from lure.report import load_evaluations, paired_differences
+
+    lines = ["| claim | published | tested on | ours: method − baseline, paired by seed | 95% interval | verdict |",
+             "|---|---|---|---:|---:|---|"]
+    studies: dict[Path, dict] = {}
+    for c in load_claims(path):
+        folder = root / c.results
+        if folder not in studies:
+            p = load_params(folder / "params.yaml")
+            studies[folder] = load_evaluations(list(p.methods), p.seeds, folder / "evaluate")
+        d = paired_differences(studies[folder], c.baseline, c.metric)
+        if c.method not in d:
+            raise LureError(f"{path}: {c.method} is not a method of {c.results}")
+        d = d[c.method]
+        interval = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+        lines.append(f"| {c.claim} | {c.published} | `{c.results.name}` | {c.method} − {c.baseline}, {c.metric}: "
+                     f"{d['mean']:+.4f} ({d['n']} seeds) | {interval} | {verdict(d['ci95'], c.direction, c.effect)} |")
+    return "\n".join(lines) + f"\n\n(claims and their tests: {path.as_posix()}; `uv run lure readme` writes this table)\n"

@@ -1,0 +1,76 @@
+"""Published claims against kept results: the verdict from the paired 95% interval, and the
+README table built from a claims file and kept study folders."""
+
+import numpy as np
+import pytest
+import yaml
+
+from lure import paths
+from lure.errors import LureError
+from lure.io import write_json
+
+
+@pytest.mark.parametrize("ci95, direction, effect, expected", [
+    ([0.01, 0.03], ">", None, "reproduced"),
+    ([-0.03, -0.01], "<", None, "reproduced"),  # e.g. a lower ECE, claimed
+    ([-0.03, -0.01], ">", None, "opposite"),
+    ([-0.01, 0.01], ">", 0.045, "not reproduced at this scale"),  # a published +4.5 points lies above it
+    ([-0.01, 0.05], ">", 0.045, "inconclusive"),  # ... inside it
+    ([-0.01, 0.01], ">", None, "inconclusive"),
+    ([-0.002, 0.004], "<", -0.01, "not reproduced at this scale"),
+    (None, ">", None, "one seed: no interval"),
+])
+def test_verdict_from_the_interval(ci95, direction, effect, expected):
+    from lure.claims import verdict
+
+    assert verdict(ci95, direction, effect) == expected
+
+
+def keep_study(folder, params_dict, accs: dict[str, list[float]]) -> None:
+    params_dict["methods"] = {m: {} for m in accs}
+    params_dict["seeds"] = list(range(len(next(iter(accs.values())))))
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    for method, values in accs.items():
+        for seed, acc in enumerate(values):
+            write_json(paths.evaluation(method, seed, folder / "evaluate"),
+                       {"final": {"final_acc": acc, "ece": 0.2 - acc / 10}, "chunks": {}})
+
+
+def test_claims_table_from_kept_results(in_tmp, params_dict):
+    from scipy.stats import ttest_rel
+
+    from lure.claims import claims_table
+
+    warm = [0.40, 0.42, 0.41, 0.43, 0.39]
+    scratch = [0.45, 0.46, 0.44, 0.47, 0.45]
+    same = [0.41, 0.41, 0.42, 0.42, 0.40]
+    keep_study(in_tmp / "results" / "gap", params_dict, {"warm": warm, "scratch": scratch, "lure": same})
+    claims = [
+        {"claim": "scratch beats warm", "published": "56.2 vs 51.7", "effect": 0.045, "results": "results/gap",
+         "method": "scratch", "baseline": "warm", "metric": "final_acc", "direction": ">"},
+        {"claim": "lure is better calibrated", "published": "a claim", "results": "results/gap",
+         "method": "lure", "baseline": "warm", "metric": "ece", "direction": "<"},
+    ]
+    (in_tmp / "claims.yaml").write_text(yaml.safe_dump(claims))
+    lines = claims_table(in_tmp / "claims.yaml", in_tmp).splitlines()
+    low, high = ttest_rel(scratch, warm).confidence_interval(0.95)
+    assert lines[2] == (f"| scratch beats warm | 56.2 vs 51.7 | `gap` | scratch − warm, final_acc: "
+                        f"{np.mean(np.subtract(scratch, warm)):+.4f} (5 seeds) | [{low:+.4f}, {high:+.4f}] | "
+                        f"reproduced |")
+    # ece = 0.2 - acc / 10: lure's is lower where its accuracy is higher, not on every seed
+    low, high = ttest_rel(np.subtract(0.2, np.divide(same, 10)), np.subtract(0.2, np.divide(warm, 10))) \
+        .confidence_interval(0.95)
+    assert low < 0 < high and lines[3].endswith(f"| [{low:+.4f}, {high:+.4f}] | inconclusive |")
+
+
+def test_a_bad_claims_file_is_named_with_its_key(in_tmp):
+    from lure.claims import claims_table
+
+    (in_tmp / "claims.yaml").write_text(yaml.safe_dump([{"claim": "x", "published": "y", "results": "r",
+                                                          "method": "lure", "baseline": "warm", "metric": "final_acc",
+                                                          "direction": "bigger"}]))
+    with pytest.raises(LureError, match=r"claims.yaml, claim 1 is invalid:\n.*direction"):
+        claims_table(in_tmp / "claims.yaml", in_tmp)
+    with pytest.raises(LureError, match="no such claims file"):
+        claims_table(in_tmp / "missing.yaml", in_tmp)
