@@ -8,8 +8,9 @@ keep each one's results in results/<name> and time each `dvc repro`.
 For each study: params.yaml <- presets/cifar10-<name>.yaml (with --data-root, data.root set to it
 and data.download off), `dvc repro` (its output shown as it runs), then
 `lure results --keep results/<name>`. params.yaml is put back at the end. Writes (merging by study)
-bench/results/reproduce-<arch>-<cores>cores.json: per study, the seconds of its `dvc repro` and the
-stages it ran, with the machine, versions and commit.
+bench/results/reproduce-<arch>-<cores>cores.json: per study, the seconds of its `dvc repro`, the
+stages it ran and those it kept from an earlier run (whose time the seconds leave out), with the
+machine, versions and commit.
 """
 
 from __future__ import annotations
@@ -35,18 +36,19 @@ def run_study(name: str, data_root: str | None, force: bool) -> dict:
         params["data"].update(root=data_root, download=False)
     (ROOT / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     start = time.perf_counter()
-    stages = 0
+    stages = skipped = 0
     with subprocess.Popen([sys.executable, "-m", "dvc", "repro", *(["--force"] if force else [])], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as repro:
         for line in repro.stdout:
             print(line, end="", flush=True)
             stages += line.startswith("Running stage")
+            skipped += line.startswith("Stage '") and "didn't change" in line  # kept from an earlier run
     seconds = time.perf_counter() - start
     if repro.returncode != 0:
         sys.exit(f"error: dvc repro of presets/cifar10-{name}.yaml failed (exit {repro.returncode})")
     subprocess.run([sys.executable, "-m", "lure.cli", "results", "--keep", f"results/{name}"], cwd=ROOT, check=True)
     print(f"{name}: {stages} stages run in {seconds:.0f} s", flush=True)
-    return {"seconds": round(seconds, 1), "stages_run": stages, "seeds": params["seeds"],
+    return {"seconds": round(seconds, 1), "stages_run": stages, "stages_skipped": skipped, "seeds": params["seeds"],
             "methods": list(params["methods"])}
 
 

@@ -6,11 +6,12 @@ kept study tests it. It is written before the study runs, so that the verdicts c
 after seeing the results; `lure readme` renders its table into README.md.
 
 The verdict, for a claim that `method` − `baseline` of `metric` is above 0 (`direction: ">"`) or
-below it (`"<"`):
-- reproduced: the interval excludes 0 on the claimed side;
+below it (`"<"`), with `effect` the published difference where the claim gives one as a number:
+- reproduced: the interval excludes 0 on the claimed side ("smaller than published" where it
+  also lies below the published effect);
 - opposite: the interval excludes 0 on the other side;
-- not reproduced at this scale: the interval includes 0 but not the published effect (`effect`,
-  where the claim gives one as a number), so an effect of the published size is ruled out here;
+- no effect of the published size: the interval includes 0 but not the published effect, so an
+  effect that large is ruled out in this setting (which may differ from the published one);
 - inconclusive: the interval includes 0 (and the published effect, where there is one).
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lure.errors import LureError
 
@@ -35,6 +36,12 @@ class Claim(BaseModel):
     baseline: str
     metric: str
     direction: Literal[">", "<"] = Field(description="the sign the claim gives method − baseline")
+
+    @model_validator(mode="after")
+    def effect_has_the_claimed_sign(self) -> Claim:
+        if self.effect is not None and (self.effect > 0) != (self.direction == ">"):
+            raise ValueError(f"effect {self.effect} has the sign opposite to direction {self.direction!r}")
+        return self
 
 
 def load_claims(path: Path) -> list[Claim]:
@@ -62,12 +69,13 @@ def verdict(ci95: list[float] | None, direction: str, effect: float | None) -> s
         return "one seed: no interval"
     sign = 1 if direction == ">" else -1
     lower, upper = sorted((sign * ci95[0], sign * ci95[1]))  # in the claimed direction: > 0 supports it
+    published = None if effect is None else sign * effect
     if lower > 0:
-        return "reproduced"
+        return "reproduced, smaller than published" if published is not None and published > upper else "reproduced"
     if upper < 0:
         return "opposite"
-    if effect is not None and sign * effect > upper:
-        return "not reproduced at this scale"
+    if published is not None and published > upper:
+        return "no effect of the published size"
     return "inconclusive"
 
 

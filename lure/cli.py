@@ -92,9 +92,9 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
     text = tables(evaluations, shown, times, digits=3 if compact else 4)
     text += "\n\n" + recovery_table(evaluations) if recovery else ""
     text += "\n\n" + convergence_table(evaluations) if convergence else ""
-    if paired:
-        text += "\n\n" + paired_table(evaluations, paired, tuple(c.strip() for c in columns.split(",")) if columns
-                                      else ("final_acc",), digits=3 if compact else 4)
+    if paired:  # over the columns asked for, but the wall times, which are no run's metrics
+        metrics = tuple(c for c in shown if c != "wall_s") if columns else ("final_acc",)
+        text += "\n\n" + paired_table(evaluations, paired, metrics, digits=3 if compact else 4)
     return text + "\n"
 
 
@@ -239,7 +239,9 @@ def _reproduce_table(r: dict) -> tuple[list[str], str]:
     lines = ["| study (presets/cifar10-NAME.yaml) | run seeds | methods | stages run | minutes |",
              "|---|---:|---|---:|---:|"]
     for name, s in r["studies"].items():
-        lines.append(f"| {name} | {len(s['seeds'])} | {', '.join(s['methods'])} | {s['stages_run']} | "
+        # stages kept from an earlier run are not in the minutes: say so beside them
+        kept = f" (+{s['stages_skipped']} kept from an earlier run)" if s.get("stages_skipped") else ""
+        lines.append(f"| {name} | {len(s['seeds'])} | {', '.join(s['methods'])} | {s['stages_run']}{kept} | "
                      f"{s['seconds'] / 60:.1f} |")
     total = sum(s["seconds"] for s in r["studies"].values()) / 60
     lines.append(f"| all | | | {sum(s['stages_run'] for s in r['studies'].values())} | {total:.1f} |")

@@ -8,16 +8,21 @@ import yaml
 from lure import paths
 from lure.errors import LureError
 from lure.io import write_json
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("ci95, direction, effect, expected", [
     ([0.01, 0.03], ">", None, "reproduced"),
     ([-0.03, -0.01], "<", None, "reproduced"),  # e.g. a lower ECE, claimed
     ([-0.03, -0.01], ">", None, "opposite"),
-    ([-0.01, 0.01], ">", 0.045, "not reproduced at this scale"),  # a published +4.5 points lies above it
+    ([0.01, 0.03], "<", None, "opposite"),
+    ([0.01, 0.03], ">", 0.045, "reproduced, smaller than published"),  # a published +4.5 points lies above it
+    ([0.01, 0.05], ">", 0.045, "reproduced"),
+    ([0.0, 0.03], ">", None, "inconclusive"),  # 0 itself is in the interval
+    ([-0.01, 0.01], ">", 0.045, "no effect of the published size"),
     ([-0.01, 0.05], ">", 0.045, "inconclusive"),  # ... inside it
     ([-0.01, 0.01], ">", None, "inconclusive"),
-    ([-0.002, 0.004], "<", -0.01, "not reproduced at this scale"),
+    ([-0.002, 0.004], "<", -0.01, "no effect of the published size"),
     (None, ">", None, "one seed: no interval"),
 ])
 def test_verdict_from_the_interval(ci95, direction, effect, expected):
@@ -72,5 +77,24 @@ def test_a_bad_claims_file_is_named_with_its_key(in_tmp):
                                                           "direction": "bigger"}]))
     with pytest.raises(LureError, match=r"claims.yaml, claim 1 is invalid:\n.*direction"):
         claims_table(in_tmp / "claims.yaml", in_tmp)
+    wrong_sign = yaml.safe_load((in_tmp / "claims.yaml").read_text())
+    wrong_sign[0].update(direction="<", effect=0.02)
+    (in_tmp / "claims.yaml").write_text(yaml.safe_dump(wrong_sign))
+    with pytest.raises(LureError, match="effect 0.02 has the sign opposite to direction '<'"):
+        claims_table(in_tmp / "claims.yaml", in_tmp)
     with pytest.raises(LureError, match="no such claims file"):
         claims_table(in_tmp / "missing.yaml", in_tmp)
+
+
+def test_every_claim_is_tested_by_a_preset_that_runs_its_comparison():
+    """Each claim's study is presets/cifar10-<name>.yaml kept in results/<name>: the preset runs
+    the claim's method and baseline with at least 3 seeds and measures its metric."""
+    from lure.claims import load_claims
+    from lure.config import load_params
+
+    for c in load_claims(ROOT / "results" / "claims.yaml"):
+        p = load_params(ROOT / "presets" / f"cifar10-{c.results.name}.yaml")
+        assert c.results.parent.as_posix() == "results"
+        assert {c.method, c.baseline} <= set(p.methods) and len(p.seeds) >= 3, c.claim
+        if c.metric in ("mca", "rel_robustness"):
+            assert p.robustness.corruptions != "none", c.claim

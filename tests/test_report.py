@@ -282,3 +282,6 @@ def test_kept_results_show_the_wall_times_kept_with_them(in_tmp, params_dict):
     write_json(in_tmp / "kept" / "timing.json", {"warm": {"wall_s": 12.5}, "scratch": {"wall_s": 30.25}})
     text = results_text(kept=in_tmp / "kept", timing=False)
     assert "| method | final_acc | cer | wall_s |" in text and "| warm | 0.800 | 30 | 12.5 |" in text
+    # the wall times are shown, not paired: they are no run's metrics
+    text = results_text(kept=in_tmp / "kept", timing=False, columns="final_acc,wall_s", paired="warm")
+    assert "| scratch | final_acc | 1 | -0.1000 | - | - |" in text and "| scratch | wall_s |" not in text
