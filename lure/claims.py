@@ -82,7 +82,7 @@ def verdict(ci95: list[float] | None, direction: str, effect: float | None) -> s
 def claims_table(path: Path, root: Path = Path(".")) -> str:
     """One row per claim of the claims file at `path` (study folders relative to `root`)."""
     from lure.config import load_params
-    from lure.report import load_evaluations, paired_differences
+    from lure.report import load_evaluations, paired_differences, signed
 
     lines = ["| claim | published | tested on | ours: method − baseline, paired by seed | 95% interval | verdict |",
              "|---|---|---|---:|---:|---|"]
@@ -96,7 +96,9 @@ def claims_table(path: Path, root: Path = Path(".")) -> str:
         if c.method not in d:
             raise LureError(f"{path}: {c.method} is not a method of {c.results}")
         d = d[c.method]
-        interval = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-        lines.append(f"| {c.claim} | {c.published} | `{c.results.name}` | {c.method} − {c.baseline}, {c.metric}: "
-                     f"{d['mean']:+.4f} ({d['n']} seeds) | {interval} | {verdict(d['ci95'], c.direction, c.effect)} |")
-    return "\n".join(lines) + f"\n\n(claims and their tests: {path.as_posix()}; `uv run lure readme` writes this table)\n"
+        interval = "-" if d["ci95"] is None else f"[{signed(d['ci95'][0])}, {signed(d['ci95'][1])}]"
+        ours = f"{c.method} − {c.baseline}, {c.metric}: {signed(d['mean'])} ({d['n']} seeds)"
+        lines.append(f"| {c.claim} | {c.published} | `{c.results.name}` | {ours} | {interval} | "
+                     f"{verdict(d['ci95'], c.direction, c.effect)} |")
+    source = f"claims and their tests: {path.as_posix()}; `uv run lure readme` writes this table"
+    return "\n".join(lines) + f"\n\n({source})\n"

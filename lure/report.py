@@ -200,6 +200,11 @@ def _fmt(value: float | int | None, digits: int = 4) -> str:
     return str(value) if isinstance(value, int) else f"{value:.1f}" if abs(value) >= 10 else f"{value:.{digits}f}"
 
 
+def signed(value: float, digits: int = 4) -> str:
+    """A difference, with its sign, as _fmt writes a float (+0.0132, -3069.4)."""
+    return ("+" if value >= 0 else "") + _fmt(float(value), digits)
+
+
 def _cell(row: dict, name: str, digits: int = 4) -> str:
     """`mean ± std` with two seeds or more, the value alone with one."""
     spread = row.get(f"{name}_std")
@@ -255,7 +260,8 @@ def convergence_table(evaluations: Evaluations) -> str:
     epoch's accuracy on its training batches (what the rule tests; mean over the seeds, and the
     lowest seed's) and the epochs it took (mean, and the most); without the rule, the final
     model's accuracy on its training images."""
-    chunks = sorted({paths.chunk_number(c) for runs in evaluations.values() for e in runs.values() for c in e["chunks"]})
+    chunks = sorted({paths.chunk_number(c) for runs in evaluations.values() for e in runs.values()
+                     for c in e["chunks"]})
     lines = ["| method | " + " | ".join(f"chunk {k}" for k in chunks) + " |", "|---|" + "---:|" * len(chunks)]
     for method, runs in evaluations.items():
         cells = []
@@ -307,13 +313,15 @@ def paired_differences(evaluations: Evaluations, baseline: str, metric: str) -> 
 def paired_table(evaluations: Evaluations, baseline: str, metrics: tuple[str, ...], digits: int = 4) -> str:
     """paired_differences for each of `metrics`, one row per method and metric, with whether the
     95% interval lies above 0, below it, or includes it."""
-    lines = [f"| method − {baseline} | metric | seeds | mean difference | 95% interval | |", "|---|---|---:|---:|---:|---|"]
+    lines = [f"| method − {baseline} | metric | seeds | mean difference | 95% interval | |",
+             "|---|---|---:|---:|---:|---|"]
     for metric in metrics:
         for method, d in paired_differences(evaluations, baseline, metric).items():
-            interval = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.{digits}f}, {d['ci95'][1]:+.{digits}f}]"
+            interval = "-" if d["ci95"] is None else \
+                f"[{signed(d['ci95'][0], digits)}, {signed(d['ci95'][1], digits)}]"
             verdict = "-" if d["ci95"] is None else "> 0" if d["ci95"][0] > 0 else "< 0" if d["ci95"][1] < 0 \
                 else "includes 0"
-            lines.append(f"| {method} | {metric} | {d['n']} | {d['mean']:+.{digits}f} | {interval} | {verdict} |")
+            lines.append(f"| {method} | {metric} | {d['n']} | {signed(d['mean'], digits)} | {interval} | {verdict} |")
     return "\n".join(lines)
 
 
