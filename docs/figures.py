@@ -2,9 +2,9 @@
 
     uv run python docs/figures.py
 
-The stability-gap figure is `dvc plots show` of results/digits-stability/stability.csv with the
-pipeline's own template (.dvc/plots/stream.json), rendered to PNG in headless Chromium (Debian's
-package `chromium`)."""
+Each figure is `dvc plots show` of a kept results file with one of the pipeline's own templates
+(.dvc/plots/), rendered to PNG in headless Chromium (Debian's package `chromium`). The paired
+differences are computed here from the kept evaluations, as `lure results --paired` computes them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # lure, for the paired differences, when run as a script
 FIGURES = {  # figure -> (plot data, plot options, window size)
     "stability-gap.png": ("results/digits-stability/stability.csv",
                           ["--template", ".dvc/plots/stream.json", "-x", "step", "-y", "accuracy",
@@ -22,6 +23,44 @@ FIGURES = {  # figure -> (plot data, plot options, window size)
                            "--title", "stability gap, class-incremental digits (presets/digits-stability.yaml)"],
                           "1120,560"),
 }
+# "Does it reproduce?": per study, accuracy after every chunk (mean +- std over the seeds) and each
+# method's paired difference from warm start with its 95% interval.
+STUDIES = {  # results/<name> -> (title, metrics of the paired differences)
+    "warmstart-mlp": ("warm-start gap, MLP (presets/cifar10-warmstart-mlp.yaml)", ("final_acc",)),
+    "warmstart-cnn": ("warm-start gap, small CNN (presets/cifar10-warmstart-cnn.yaml)", ("final_acc",)),
+    "chunks-mlp": ("8 chunks, full replay, MLP (presets/cifar10-chunks-mlp.yaml)",
+                   ("final_acc", "ece", "ece_ts", "mca")),
+    "fewshot-mlp": ("few-shot, 8 chunks, MLP (presets/cifar10-fewshot-mlp.yaml)", ("final_acc", "ece", "ece_ts")),
+}
+for name, (title, metrics) in STUDIES.items():
+    FIGURES[f"reproduce-{name}-accuracy.png"] = (
+        f"results/{name}/accuracy.csv",
+        ["--template", ".dvc/plots/by_method.json", "-x", "chunk", "-y", "test_acc", "--x-label", "chunk",
+         "--y-label", "test accuracy (mean ± std over the seeds)", "--title", title], "600,380")
+    FIGURES[f"reproduce-{name}-paired.png"] = (
+        ("paired", name, metrics),
+        ["--template", ".dvc/plots/paired.json", "-x", "mean_difference", "-y", "method",
+         "--x-label", "method − warm, paired by seed, with its 95% interval (accuracy: higher is better; "
+         "ECE: lower is better)", "--title", title],
+        f"720,{130 + 3 * 16 * (len(metrics) + 1)}")  # 16 px a row: 3 methods x (the metrics and a gap)
+
+
+def paired_csv(name: str, metrics: tuple[str, ...], folder: Path) -> Path:
+    """The kept study's paired differences from warm, as plot data in `folder`."""
+    from lure.config import load_params
+    from lure.report import load_evaluations, paired_differences
+
+    kept = ROOT / "results" / name
+    p = load_params(kept / "params.yaml")
+    evaluations = load_evaluations(list(p.methods), p.seeds, kept / "evaluate")
+    lines = ["method,metric,mean_difference,lower,upper"]
+    for metric in metrics:
+        for method, d in paired_differences(evaluations, "warm", metric).items():
+            lower, upper = d["ci95"] or ("", "")  # one seed: the mean alone
+            lines.append(f"{method},{metric},{d['mean']},{lower},{upper}")
+    path = folder / f"{name}-paired.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def main() -> None:
@@ -29,7 +68,10 @@ def main() -> None:
     if chromium is None:
         sys.exit("error: headless Chromium draws the figures: install Debian's package chromium")
     for name, (data, options, size) in FIGURES.items():
-        with tempfile.TemporaryDirectory() as tmp:
+        # dvc plots show reads plot data from inside the repository only
+        with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=ROOT, prefix=".figure-") as inside:
+            if isinstance(data, tuple):
+                data = paired_csv(data[1], data[2], Path(inside)).relative_to(ROOT).as_posix()
             subprocess.run([sys.executable, "-m", "dvc", "plots", "show", data, *options, "-o", tmp], cwd=ROOT,
                            check=True, capture_output=True)
             subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
