@@ -241,10 +241,13 @@ def _reproduce_table(r: dict) -> tuple[list[str], str]:
     for name, s in r["studies"].items():
         # stages kept from an earlier run are not in the minutes: say so beside them
         kept = f" (+{s['stages_skipped']} kept from an earlier run)" if s.get("stages_skipped") else ""
-        lines.append(f"| {name} | {len(s['seeds'])} | {', '.join(s['methods'])} | {s['stages_run']}{kept} | "
-                     f"{s['seconds'] / 60:.1f} |")
-    total = sum(s["seconds"] for s in r["studies"].values()) / 60
-    lines.append(f"| all | | | {sum(s['stages_run'] for s in r['studies'].values())} | {total:.1f} |")
+        variant = f" (variant: {', '.join(s['overrides'])})" if s.get("overrides") else ""
+        lines.append(f"| {name}{variant} | {len(s['seeds'])} | {', '.join(s['methods'])} | "
+                     f"{s['stages_run']}{kept} | {s['seconds'] / 60:.1f} |")
+    studies = [s for s in r["studies"].values() if not s.get("overrides")]  # the variants apart
+    total = sum(s["seconds"] for s in studies) / 60
+    label = "all" + (", variants apart" if len(studies) < len(r["studies"]) else "")
+    lines.append(f"| {label} | | | {sum(s['stages_run'] for s in studies)} | {total:.1f} |")
     machines = {f"{s['machine']['cores']} cores, {s['machine']['cpu']}; torch {s['torch']}; commit {s['commit'][:10]}"
                 for s in r["studies"].values()}
     return lines, "; ".join(sorted(machines))
