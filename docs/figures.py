@@ -47,12 +47,9 @@ for name, (title, metrics) in STUDIES.items():
 
 def paired_csv(name: str, metrics: tuple[str, ...], folder: Path) -> Path:
     """The kept study's paired differences from warm, as plot data in `folder`."""
-    from lure.config import load_params
-    from lure.report import load_evaluations, paired_differences
+    from lure.report import load_kept, paired_differences
 
-    kept = ROOT / "results" / name
-    p = load_params(kept / "params.yaml")
-    evaluations = load_evaluations(list(p.methods), p.seeds, kept / "evaluate")
+    evaluations = load_kept(ROOT / "results" / name)
     lines = ["method,metric,mean_difference,lower,upper"]
     for metric in metrics:
         for method, d in paired_differences(evaluations, "warm", metric).items():

@@ -81,8 +81,7 @@ def verdict(ci95: list[float] | None, direction: str, effect: float | None) -> s
 
 def claims_table(path: Path, root: Path = Path(".")) -> str:
     """One row per claim of the claims file at `path` (study folders relative to `root`)."""
-    from lure.config import load_params
-    from lure.report import load_evaluations, paired_differences, signed
+    from lure.report import load_kept, paired_differences, signed
 
     lines = ["| claim | published | tested on | ours: method − baseline, paired by seed | 95% interval | verdict |",
              "|---|---|---|---:|---:|---|"]
@@ -90,8 +89,7 @@ def claims_table(path: Path, root: Path = Path(".")) -> str:
     for c in load_claims(path):
         folder = root / c.results
         if folder not in studies:
-            p = load_params(folder / "params.yaml")
-            studies[folder] = load_evaluations(list(p.methods), p.seeds, folder / "evaluate")
+            studies[folder] = load_kept(folder)
         d = paired_differences(studies[folder], c.baseline, c.metric)
         if c.method not in d:
             raise LureError(f"{path}: {c.method} is not a method of {c.results}")

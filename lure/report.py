@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lure import paths
+from lure.config import load_params
 from lure.errors import LureError
 from lure.io import read_json, unreadable
 from lure.stability import read_curve
@@ -38,6 +39,13 @@ def load_evaluations(methods: list[str], seeds: list[int], folder: Path = paths.
                 raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
             evaluations[method][seed] = read_json(path)
     return evaluations
+
+
+def load_kept(folder: Path) -> Evaluations:
+    """The evaluations kept in `folder` (results/<name>, by `lure results --keep`): every method
+    and run seed of the params file kept with them."""
+    p = load_params(folder / "params.yaml")
+    return load_evaluations(list(p.methods), p.seeds, folder / "evaluate")
 
 
 # --- mean and std over the seeds ----------------------------------------------------------------
