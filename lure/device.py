@@ -22,9 +22,7 @@ def pick_device(settings: TrainSettings) -> torch.device:
         raise LureError("train.device: cuda was asked for but no CUDA device is available (use auto or cpu)")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda":
-        if settings.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS's first use
+    if choice == "cuda":  # (lure/__init__.py sets cuBLAS's workspace for deterministic algorithms)
         torch.backends.cudnn.deterministic = settings.deterministic
         torch.backends.cudnn.benchmark = not settings.deterministic
         torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)

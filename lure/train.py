@@ -161,19 +161,25 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         # Every random draw of the epoch at once, then one copy to the device: no host work per batch.
-        order = torch.randperm(len(train), generator=generator).to(device)
+        host_order = torch.randperm(len(train), generator=generator)
+        order = host_order.to(device)
         if s.augment == "crop_flip":
             offsets, flips = (t.to(device) for t in draw_crop_flip(len(train), s.crop_padding, generator))
         elif s.augment == "resized_crop_flip":
             boxes, flips = (t.to(device) for t in draw_resized_crop_flip(len(train), *train.x.shape[2:], generator))
+        # streamed images are read on the host: with the host's copy of the order, so that no batch
+        # waits for the GPU to say which images it takes
+        streamed = not isinstance(train.x, torch.Tensor)
         updates = images = 0
         losses, correct = [], torch.zeros((), dtype=torch.long, device=device)
-        for batch in torch.arange(len(train), device=device).split(s.batch_size):
-            if len(batch) < smallest_batch(self.world):
+        for start in range(0, len(train), s.batch_size):
+            size = min(s.batch_size, len(train) - start)
+            if size < smallest_batch(self.world):
                 continue
-            position = batch[distributed.shard(len(batch))]  # the whole batch in one process
-            index = order[position]
-            x, y = train.x[index], train.y[index]
+            shard = distributed.shard(size)  # the whole batch in one process
+            position = slice(start + shard.start, start + shard.stop)
+            x = train.x[host_order[position]] if streamed else train.x[order[position]]
+            y = train.y[order[position]]
             if s.augment == "crop_flip":
                 x = crop_flip(x, s.crop_padding, offsets[position], flips[position])
             elif s.augment == "resized_crop_flip":
@@ -183,7 +189,7 @@ class Trainer:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.forward(as_float(x))
                 loss = self.loss(logits, y)
-            share = len(y) / len(batch)  # of the batch, this rank's (1.0 in one process: exact)
+            share = len(y) / size  # of the batch, this rank's (1.0 in one process: exact)
             losses.append(loss.detach().float() * share)  # summed over the ranks: the batch's mean loss
             correct += (logits.detach().argmax(1) == y).sum()
             self.optimizer.lr = self.lr
@@ -196,7 +202,7 @@ class Trainer:
             self.optimizer.step()
             self.updates += 1
             updates += 1
-            images += len(batch)
+            images += size
             for hook in self.hooks:
                 hook.after_step(self)
         # the batches' losses and the correct count, summed over the ranks: the same on every rank

@@ -17,19 +17,29 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 def _devices() -> list:
     import torch
 
-    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+            "emulated-cuda"]
 
 
 @pytest.fixture(params=_devices())
 def device(request):
-    """Every device this machine has: the CPU always, CUDA where there is one. The tests that take
-    it are the GPU test suite when run on a GPU machine (pytest -k cuda). On CUDA they run without
-    cuDNN's TF32 convolutions, so that results compare with the CPU's to fp32's precision."""
+    """Every device this machine has: the CPU always, CUDA where there is one, and everywhere CUDA
+    emulated on the CPU under CUDA's device rules (tests/emulated_cuda.py): a test fails where its
+    code breaks one of them, as it would on a GPU. The tests that take it are the GPU test suite
+    when run on a GPU machine (pytest -k cuda). On CUDA they run without cuDNN's TF32
+    convolutions, so that results compare with the CPU's to fp32's precision."""
     import torch
 
     allowed = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
-    yield torch.device(request.param)
+    if request.param == "emulated-cuda":
+        from tests.emulated_cuda import emulated_cuda
+
+        with emulated_cuda() as rules:
+            yield torch.device("cuda")
+        assert not rules.violations, "\n".join(map(str, rules.violations))
+    else:
+        yield torch.device(request.param)
     torch.backends.cudnn.allow_tf32 = allowed
 
 

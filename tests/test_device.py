@@ -51,6 +51,40 @@ def test_crop_flip_on_the_device_matches_its_definition(device):
         assert torch.equal(out[i].cpu(), reference(x[i], 4, offsets[i], bool(flips[i])))
 
 
+def test_resized_crop_flip_on_the_device_gives_the_cpus_images(device):
+    from lure.augment import draw_resized_crop_flip, resized_crop_flip
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8, generator=g)
+    boxes, flips = draw_resized_crop_flip(32, 16, 16, g)
+    here = resized_crop_flip(x.to(device), boxes.to(device), flips.to(device))
+    assert here.device.type == device.type
+    # the same sample points; bilinear weights may differ in their last bit, so a pixel by one level
+    assert (here.cpu().int() - resized_crop_flip(x, boxes, flips).int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("augment", ["crop_flip", "resized_crop_flip"])
+def test_streamed_and_resident_training_on_the_device_give_the_same_weights(device, tmp_path, augment):
+    from lure.placement import Streamed, place
+    from lure.streams import batch_order
+    from tests.test_placement import mapped
+
+    train, val = mapped(digits_images(0, 200), tmp_path / "train.npz"), mapped(digits_images(200, 260),
+                                                                                tmp_path / "val.npz")
+    settings = TrainSettings(epochs=2, batch_size=32, lr=0.05, lr_milestones=[1], augment=augment, crop_padding=1)
+    weights = {}
+    for placement in ("resident", "streamed"):
+        placed = place({"train": train, "val": val}, device, placement)
+        assert isinstance(placed["train"].x, Streamed) == (placement == "streamed")
+        torch.manual_seed(0)
+        model = small_cnn(1, 10, width=4).to(device)
+        set_input_stats(model, placed["train"].x)
+        result = fit(model, placed["train"], placed["val"], settings, batch_order(0, 1))
+        weights[placement] = ({k: v.cpu() for k, v in model.state_dict().items()}, result.metrics())
+    assert weights["resident"][1] == weights["streamed"][1]
+    assert all(torch.equal(weights["resident"][0][k], weights["streamed"][0][k]) for k in weights["resident"][0])
+
+
 def short_fit(device: torch.device, **settings):
     pick_device(TrainSettings(device=device.type))  # as a stage sets it up: deterministic algorithms on CUDA
     torch.manual_seed(0)
@@ -97,18 +131,38 @@ def test_every_method_forgets_on_the_device_as_on_the_cpu(device, kind):
         boundary = boundary_on(where)
         reset = method.forget(model, boundary)
         hook = method.relearning(model, boundary)
-        results[where.type] = (reset, {k: v.cpu() for k, v in model.state_dict().items()})
         assert all(v.device.type == where.type for v in model.state_dict().values())
-        if hook:  # continual backprop: one update with its hook, on the device
-            result = fit(model, boundary.replay, boundary.replay, TrainSettings(epochs=1, batch_size=32),
+        if hook:  # continual backprop: one update with its hook, in fp32 on either device (like with like)
+            result = fit(model, boundary.replay, boundary.replay, TrainSettings(epochs=1, batch_size=32,
+                                                                                  precision="fp32"),
                          torch.Generator().manual_seed(0), boundary.momentum, [hook])
             assert result.updates == 2 and len(hook.state()["utility"]) == len(model.units)
+        # copies (.cpu() of a CPU tensor is the tensor itself), taken after everything the method did
+        results[where.type] = (reset, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     (cpu_reset, cpu_state), (reset, state) = results["cpu"], results[device.type]
     assert reset.keys() == cpu_reset.keys()
     assert all(reset[k] == pytest.approx(cpu_reset[k], abs=0.01) for k in reset)  # LURE: ties may fall apart
     for key, value in state.items():
         close = torch.isclose(value.float(), cpu_state[key].float(), rtol=1e-3, atol=1e-5)
         assert close.float().mean() > 0.99, key
+
+
+def test_the_mitigations_act_on_the_device_as_on_the_cpu(device):
+    """Every stability-gap mitigation at once (a class-mean head after scratch's reset, soft targets,
+    a fresh optimizer, a warm-up), in fp32 on either device."""
+    method = METHODS["scratch"](mitigate={"head_init": "class_means", "soft_targets": True, "fresh_optimizer": True,
+                                          "warmup": 0.3})
+    states = {}
+    for where in (CPU, device):
+        model = trained_like_model().to(where)
+        boundary = boundary_on(where)
+        reset = method.forget(model, boundary)
+        method.mitigate.at_boundary(model, reset, boundary.replay)
+        fit(model, boundary.replay, boundary.replay, TrainSettings(epochs=2, batch_size=16, precision="fp32"),
+            torch.Generator().manual_seed(0), boundary.momentum, method.mitigate.hooks())
+        states[where.type] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    for key, value in states[device.type].items():
+        torch.testing.assert_close(value, states["cpu"][key], rtol=1e-3, atol=1e-4, msg=key)
 
 
 def test_snip_on_the_device_is_the_cpus(device):
