@@ -24,6 +24,7 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +110,10 @@ def baseline_train(model, images: Images, batch: int, steps: int, device, worker
     model.normalize.std.fill_(1)
     dataset = BaselineDataset(images.take(np.arange(batch * (steps + 2)) % len(images)), (0.49, 0.48, 0.45),
                               (0.25, 0.24, 0.26))
+    # pinned memory, as on the GPU (the CPU dry run rehearses the same loader, where torch ignores it)
+    warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true but no accelerator")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                         pin_memory=device.type == "cuda", drop_last=True)
+                                         pin_memory=True, drop_last=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train()
     seen, start = 0, None
@@ -156,7 +159,8 @@ def main() -> None:
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu, "commit": commit,
               "torch": torch.__version__, "python": platform.python_version(),
               "data": "synthetic" if args.synthetic else "cifar10", "compile": args.compile,
-              "deterministic": args.deterministic, "baseline_workers": args.workers, "rows": []}
+              "deterministic": args.deterministic, "baseline_workers": args.workers, "baseline_pin_memory": True,
+              "rows": []}
     out = args.out or ROOT / "bench" / "results" / f"throughput-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for config in args.configs.split(","):

@@ -182,7 +182,7 @@ def bench_table(name: str) -> str:
         raise LureError(f"{path}: no such result; run the benchmark of bench/ that writes it")
     kind = name.split("-")[0]
     tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table,
-              "images": _images_table, "reproduce": _reproduce_table}
+              "images": _images_table, "reproduce": _reproduce_table, "gpucheck": _gpucheck_table}
     if kind not in tables:
         raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
     lines, about = tables[kind](read_json(path))
@@ -208,6 +208,40 @@ def _throughput_table(r: dict) -> tuple[list[str], str]:
               f"{row.get('baseline_train_img_s', '-')} | {row.get('speedup', '-')} | {row['eval_img_s']} |"
               for row in r["rows"]]
     return lines, f"{r['device']}; torch {r['torch']}; commit {r['commit'][:10]}"
+
+
+def _gpucheck_table(r: dict) -> tuple[list[str], str]:
+    """The device check (bench/gpu/check.py collect): each figure against its target, then what
+    the other parts found."""
+    f, t, parts = r["figures"], r["targets"], r["parts"]
+
+    def number(value, digits: int = 0) -> str:
+        return "not measured" if value is None else f"{value:,.{digits}f}"
+
+    lines = ["| figure | measured | target |", "|---|---:|---:|",
+             f"| ResNet-18 training at batch 512 (img/s) | {number(f['train_img_s_batch512'])} | "
+             f"≥ {t['train_img_s_batch512']:,} |",
+             f"| ResNet-18 training at batch 64 (img/s) | {number(f['train_img_s_batch64'])} | "
+             f"≥ {t['train_img_s_batch64']:,} |",
+             f"| ours / the baseline at batch 64, same run | {number(f['speedup_batch64'], 2)} | "
+             f"≥ {t['speedup_batch64']} |",
+             f"| ours / the baseline at batch 512, same run | {number(f['speedup_batch512'], 2)} | - |",
+             f"| evaluation (img/s) | {number(f['eval_img_s'])} | ≥ {t['eval_img_s']:,} |",
+             f"| compiled training at batch 512 (img/s) | {number(f['compiled_train_img_s_batch512'])} | - |",
+             f"| the paper preset, warm + scratch + LURE (minutes, projected) | "
+             f"{number(f.get('paper_minutes_warm_scratch_lure'), 1)} | ≤ {t['paper_minutes_warm_scratch_lure']} |"]
+    tests, determinism, pipeline = (parts.get(name, {}) for name in ("tests", "determinism", "pipeline"))
+    same = ("not run" if "identical" not in determinism else
+            "identical weights" if determinism["identical"] else "weights differ")
+    repro = ("not run" if not pipeline else f"{len(pipeline.get('stages') or {})} stages in {pipeline['seconds']} s"
+             + ("" if pipeline.get("ok") else ", not finished"))
+    lines += [f"| device tests | {tests.get('summary') or 'not run'} | all pass |",
+              f"| the same training in two processes | {same} | identical |",
+              f"| `dvc repro` of presets/gpu-check.yaml | {repro} | - |"]
+    v = r["versions"]
+    return lines, (f"{r['device']}; torch {v['torch']}, CUDA {v['cuda']}, cuDNN {v['cudnn']}, driver {v['driver']}; "
+                   f"commit {(r['commit'] or 'unknown')[:10]}"
+                   + (f"; not run: {', '.join(r['not_run'])}" if r["not_run"] else ""))
 
 
 def _images_table(r: dict) -> tuple[list[str], str]:
