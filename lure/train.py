@@ -172,12 +172,12 @@ class Trainer:
         streamed = not isinstance(train.x, torch.Tensor)
         updates = images = 0
         losses, correct = [], torch.zeros((), dtype=torch.long, device=device)
-        for start in range(0, len(train), s.batch_size):
-            size = min(s.batch_size, len(train) - start)
+        for first in range(0, len(train), s.batch_size):  # the batch's first position in the order
+            size = min(s.batch_size, len(train) - first)
             if size < smallest_batch(self.world):
                 continue
             shard = distributed.shard(size)  # the whole batch in one process
-            position = slice(start + shard.start, start + shard.stop)
+            position = slice(first + shard.start, first + shard.stop)
             x = train.x[host_order[position]] if streamed else train.x[order[position]]
             y = train.y[order[position]]
             if s.augment == "crop_flip":

@@ -139,3 +139,17 @@ def test_stop_at_train_acc_ends_the_chunk_at_the_first_epoch_that_reaches_it():
     assert stopped.metrics()["epoch_train_acc"] == accs[first - 1] >= 0.95 > accs[first - 2]
     assert full.epochs_run is None and "epochs_run" not in full.metrics() and len(accs) == 30
     assert "epoch_train_acc" not in full.metrics()
+
+
+def test_an_epochs_speed_is_its_images_over_its_wall_time():
+    import time
+
+    from lure.train import Trainer
+
+    images = digits_images(0, 320)
+    trainer = Trainer(small_cnn(1, 10, width=4), TrainSettings(batch_size=32), torch.device("cpu"), epoch_updates=10)
+    start = time.perf_counter()
+    stats = trainer.epoch(images, torch.Generator().manual_seed(0))
+    wall = time.perf_counter() - start
+    # the epoch's own clock runs inside the wall clock, over almost all of it
+    assert stats.images / wall <= stats.images_per_s <= 1.5 * stats.images / wall
