@@ -26,7 +26,7 @@ def device(request):
     """Every device this machine has: the CPU always, CUDA where there is one, and everywhere CUDA
     emulated on the CPU under CUDA's device rules (tests/emulated_cuda.py): a test fails where its
     code breaks one of them, as it would on a GPU. The tests that take it are the GPU test suite
-    when run on a GPU machine (pytest -k cuda). On CUDA they run without cuDNN's TF32
+    when run on a GPU machine (pytest -k "cuda and not emulated"). On CUDA they run without cuDNN's TF32
     convolutions, so that results compare with the CPU's to fp32's precision."""
     import torch
 

@@ -65,6 +65,8 @@ NONDETERMINISTIC = {
 CUBLAS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "_addmm_activation",
           "linalg_solve", "_linalg_solve_ex", "linalg_lstsq", "linalg_inv_ex", "_linalg_svd", "_linalg_eigh",
           "linalg_qr", "linalg_cholesky_ex", "triangular_solve", "linalg_solve_triangular"}
+# ops that take a CPU 0-dim tensor as the value to write into a cuda tensor (as elementwise ops do)
+SCALAR_VALUE_OPS = {"fill", "fill_", "masked_fill", "masked_fill_", "index_fill", "index_fill_"}
 # ops whose output size depends on the data: the host waits to learn it
 DATA_DEPENDENT = {"nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive"}
 
@@ -79,6 +81,13 @@ def _without_deterministic_kernel(name: str, args: tuple, kwargs: dict) -> bool:
     if name == "bincount":
         return (len(args) > 1 and args[1] is not None) or kwargs.get("weights") is not None
     return name in NONDETERMINISTIC
+
+
+def _written(func, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The tensors the op writes into: self for an in-place op, out= (its schema says which)."""
+    values = [*args, *(kwargs.get(a.name) for a in func._schema.arguments[len(args):])]
+    return [v for a, v in zip(func._schema.arguments, values)
+            if a.alias_info is not None and a.alias_info.is_write and isinstance(v, torch.Tensor)]
 
 
 class CudaRuleBroken(RuntimeError):
@@ -151,6 +160,10 @@ def _mark(t, cuda: bool = True):
     return t
 
 
+def _pinned(t: torch.Tensor) -> bool:
+    return bool(getattr(_storage(t), _PINNED, False))
+
+
 def _wants_cuda(device) -> bool:
     return device is not None and (isinstance(device, int) or torch.device(device).type == "cuda")
 
@@ -172,7 +185,14 @@ class _Mode(TorchDispatchMode):
         marked = [on_cuda(t) for t in tensors]
         cuda = to_cuda or any(marked)
 
-        if name == "_to_copy":  # .to(): Python's .cpu()/.to("cpu") unmark the copy themselves
+        if name == "_to_copy":
+            # C++ passes the real device (the CPU) whatever the tensor's mark, e.g. in autograd: the
+            # copy keeps the source's mark, and the Python .cpu()/.to("cpu") unmark theirs themselves
+            if on_cuda(args[0]) and not to_cuda and kwargs.get("non_blocking"):
+                self.rules.broken("non_blocking copy to the host", "read before the GPU has finished it, it "
+                                  "is a race: copy with non_blocking=False, or synchronize first")
+            if to_cuda and not on_cuda(args[0]) and kwargs.get("non_blocking") and not _pinned(args[0]):
+                self.rules.waited("a non_blocking copy to the device from pageable memory (the host waits)")
             return _mark(func(*args, **kwargs), to_cuda or on_cuda(args[0]))
         if name == "copy_":
             if on_cuda(args[1]) and not on_cuda(args[0]):
@@ -185,15 +205,20 @@ class _Mode(TorchDispatchMode):
                 return out
             return _mark(out, cuda) if cuda else out
 
-        self.check_devices(func, name, args, kwargs, tensors, marked)
+        written = _written(func, args, kwargs)
+        self.check_devices(func, name, args, tensors, written)
         if cuda:
             self.check_cuda_op(func, name, args, kwargs)
         out = func(*args, **kwargs)
+        if written:  # in place, or into out=: the outputs are those tensors, which keep their own device
+            return out
+        if "device" in kwargs and (name.endswith("_like") or name.startswith("new_")):
+            cuda = to_cuda  # zeros_like(x, device="cpu"): the device asked for
         if cuda:
             tree_map(lambda o: _mark(o) if isinstance(o, torch.Tensor) else o, out)
         return out
 
-    def check_devices(self, func, name, args, kwargs, tensors, marked) -> None:
+    def check_devices(self, func, name, args, tensors, written) -> None:
         if name in ("index", "_unsafe_index", "index_put", "index_put_", "_index_put_impl_", "_unsafe_index_put"):
             # CUDA takes CPU indices into a cuda tensor, not the other way round
             self_cuda = on_cuda(args[0])
@@ -205,10 +230,14 @@ class _Mode(TorchDispatchMode):
             if name != "index" and name != "_unsafe_index" and args[2].dim() > 0 and on_cuda(args[2]) != self_cuda:
                 self.rules.broken("device mismatch", f"{func}: values and self on different devices")
             return
-        if any(marked) and not all(marked):
-            cpu = [tuple(t.shape) for t, m in zip(tensors, marked) if not m and t.dim() > 0]
-            if cpu:
-                self.rules.broken("device mismatch", f"{func}: cuda tensors with CPU tensors of shape {cpu[:3]}")
+        if not any(on_cuda(t) for t in tensors):
+            return
+        # a CPU 0-dim tensor is a scalar argument of an elementwise op, never its output
+        scalars_allowed = torch.Tag.pointwise in func.tags or name in SCALAR_VALUE_OPS
+        cpu = [tuple(t.shape) for t in tensors if not on_cuda(t) and not (
+            scalars_allowed and t.dim() == 0 and not any(t is w for w in written))]
+        if cpu:
+            self.rules.broken("device mismatch", f"{func}: cuda tensors with CPU tensors of shape {cpu[:3]}")
 
     def check_cuda_op(self, func, name, args, kwargs) -> None:
         generator = kwargs.get("generator") or next((a for a in args if isinstance(a, torch.Generator)), None)
@@ -260,6 +289,9 @@ def _patch_tensor(patches: _Patches, rules: Rules) -> None:
     to, numpy, tolist, deepcopy, new_tensor = T.to, T.numpy, T.tolist, T.__deepcopy__, T.new_tensor
 
     def host_copy(t: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if kwargs.get("non_blocking"):
+            rules.broken("non_blocking copy to the host", "read before the GPU has finished it, it is a race: "
+                         "copy with non_blocking=False, or synchronize first")
         rules.waited(f"copy to the host {tuple(t.shape)}")
         return _mark(to(t, *args, **{**kwargs, "copy": True}), False)
 
@@ -321,7 +353,7 @@ def _patch_tensor(patches: _Patches, rules: Rules) -> None:
     patches.set(T, "numpy", numpy_)
     patches.set(T, "tolist", tolist_)
     patches.set(T, "pin_memory", pin_memory_)
-    patches.set(T, "is_pinned", lambda self, device=None: bool(getattr(_storage(self), _PINNED, False)))
+    patches.set(T, "is_pinned", lambda self, device=None: _pinned(self))
     patches.set(T, "__deepcopy__", deepcopy_)
     patches.set(T, "new_tensor", new_tensor_)
 
@@ -356,11 +388,13 @@ def _patch_cuda(patches: _Patches) -> None:
 @contextmanager
 def emulated_cuda(report: Path | None = None):
     """Run the block as if one CUDA device were there, under CUDA's rules; yields the Rules found.
-    The deterministic-algorithms setting and autograd's threads are restored after."""
+    The deterministic-algorithms and cuDNN settings and autograd's threads are restored after (the
+    CUDA device guard that torch.tensor(..., device="cuda") needs stays registered)."""
     rules = Rules(report=report)
     patches = _Patches()
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # pick_device sets them
     threads = torch._C._is_multithreading_enabled()
     _patch_tensor(patches, rules)
     _patch_cuda(patches)
@@ -377,6 +411,7 @@ def emulated_cuda(report: Path | None = None):
         torch._C._set_multithreading_enabled(threads)
         torch._C._set_only_lift_cpu_tensors(lift_cpu_only)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
 def install_for_process() -> Rules:

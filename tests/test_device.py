@@ -72,6 +72,7 @@ def test_streamed_and_resident_training_on_the_device_give_the_same_weights(devi
     train, val = mapped(digits_images(0, 200), tmp_path / "train.npz"), mapped(digits_images(200, 260),
                                                                                 tmp_path / "val.npz")
     settings = TrainSettings(epochs=2, batch_size=32, lr=0.05, lr_milestones=[1], augment=augment, crop_padding=1)
+    pick_device(TrainSettings(device=device.type))  # as a stage sets it up: deterministic algorithms on CUDA
     weights = {}
     for placement in ("resident", "streamed"):
         placed = place({"train": train, "val": val}, device, placement)

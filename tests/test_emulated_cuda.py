@@ -38,7 +38,10 @@ def mutant(module: str, line: str, planted: str) -> types.ModuleType:
     planted_module = types.ModuleType(f"{module}_planted")
     planted_module.__file__ = str(path)
     sys.modules[planted_module.__name__] = planted_module  # where dataclasses look their module up
-    exec(compile(source.replace(line, planted), str(path), "exec"), planted_module.__dict__)
+    try:
+        exec(compile(source.replace(line, planted), str(path), "exec"), planted_module.__dict__)
+    finally:
+        del sys.modules[planted_module.__name__]
     return planted_module
 
 
@@ -133,6 +136,32 @@ def test_an_op_without_a_deterministic_cuda_kernel_is_caught():
         fit(model, placed["train"], placed["val"], TrainSettings(epochs=1, batch_size=16), batch_order(0, 1))
     assert {v.kind for v in rules.violations} == {"no deterministic CUDA kernel"}
     assert "adaptive_max_pool2d_backward" in rules.violations[0].detail
+
+
+def test_the_emulation_follows_cudas_rules_where_they_are_subtle():
+    """CPU 0-dim tensors are scalars of elementwise ops, not of others, and never their outputs; a
+    write into a CPU tensor leaves it on the CPU; an explicit device is obeyed; a non_blocking copy
+    to the host is a race; a copy to the device from pageable memory makes the host wait."""
+    with emulated_cuda() as rules:
+        on_gpu, scalar = torch.ones((), device=CUDA), torch.ones(())
+        assert (on_gpu + scalar).is_cuda and (torch.ones(3, device=CUDA) * scalar).is_cuda
+        torch.ones(3, device=CUDA).masked_fill_(torch.ones(3, dtype=torch.bool, device=CUDA), scalar)
+        with pytest.raises(CudaRuleBroken, match="device mismatch"):
+            torch.stack([on_gpu, scalar])
+        with pytest.raises(CudaRuleBroken, match="device mismatch"):
+            scalar.add_(on_gpu)
+        host = torch.zeros(3)
+        host[torch.tensor([0])] = on_gpu  # CUDA copies a 0-dim value to the indexed tensor's device
+        assert not host.is_cuda and host.numpy()[0] == 1
+        assert not torch.zeros_like(on_gpu, device="cpu").is_cuda and on_gpu.new_zeros(2, device="cpu").is_cpu
+        with pytest.raises(CudaRuleBroken, match="non_blocking copy to the host"):
+            on_gpu.to("cpu", non_blocking=True)
+        waits = len(rules.syncs)
+        torch.ones(3).pin_memory().to(CUDA, non_blocking=True)
+        assert len(rules.syncs) == waits
+        torch.ones(3).to(CUDA, non_blocking=True)
+        assert "pageable" in rules.syncs[-1].detail
+    assert [v.kind for v in rules.violations] == ["device mismatch"] * 2 + ["non_blocking copy to the host"]
 
 
 # --- the host never waits for the GPU once per batch --------------------------------------------

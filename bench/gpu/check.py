@@ -4,7 +4,7 @@
     bash bench/gpu/check.sh                          # there, with .gpu carried: install, then every part
     uv run python bench/gpu/check.py failed DIR      # here, on what came back: the parts to run again
     bash bench/gpu/rerun.sh                          # there, with that run's files in .gpu/previous/
-    uv run python bench/gpu/check.py collect DIR     # here: bench/results/gpucheck-<gpu>.json
+    uv run python bench/gpu/check.py collect DIR...  # here: bench/results/gpucheck-<gpu>.json
 
 The GPU machine has PyTorch but not lure's other packages, and reaches no package index or dataset
 mirror. `pack` gathers into .gpu/ (ignored by git) the wheels of every package lure needs (the
@@ -12,11 +12,13 @@ closure of uv.lock for Python 3.12 on x86-64 Linux) that the machine's image lac
 (bench/gpu/image-packages.txt), and a stratified CIFAR-10 subset as uint8 arrays; it refuses a
 working tree and .gpu/ over 64 MiB together, the most a call carries.
 
-`run` makes the parts below in this order, the order of what their figures are worth, each under a
-hard time limit (PARTS: each limit and the estimate it rests on; with check.sh's install they add up
-to 6 minutes). Each part writes OUT/<part>.json the moment it ends, and every command's output goes
-to OUT/check.log, so a run stopped at its limit keeps every part that finished:
-  machine      nvidia-smi, versions, pip list; the packed subset written out as an image folder
+`run` writes the packed subset out as an image folder, then makes the parts below in this order,
+the order of what their figures are worth, each under a hard time limit (PARTS: each limit and the
+estimate it rests on; with check.sh's install they add up to 6 minutes, and a deadline 6 minutes
+after check.sh's start stops whatever runs then). Each part writes OUT/<part>.json the moment it
+ends, and every command's output goes to OUT/check.log, so a run stopped at its limit keeps every
+part that finished:
+  machine      nvidia-smi, versions, every installed package
   throughput   ResNet-18 at batch 512 and 64: ours against the official-style baseline (an 8-worker
                DataLoader with pinned memory, per-image transforms, fp32), and evaluation; then ours
                with deterministic algorithms off
@@ -24,8 +26,9 @@ to OUT/check.log, so a run stopped at its limit keeps every part that finished:
   determinism  the same short training in two processes: the same weights, byte for byte
   pipeline     `dvc repro` of presets/gpu-check.yaml, each stage timed
   compiled     ResNet-18 at batch 512 under torch.compile, a cold compile
-`run --rerun-from DIR` runs only the parts that DIR's run did not finish well; `collect` checks the
-figures against the targets and projects the paper preset's time from them. `run --device cpu
+`run --rerun-from DIR` runs only the parts that DIR's run did not finish well (and the machine's
+again: it may be another one); `collect` merges a run's OUT with its reruns', checks the figures
+against the targets and projects the paper preset's time from them. `run --device cpu
 --tiny` is the same run on the CPU with tiny sizes: the test suite's dry run (tests/test_gpu_check.py).
 
 Not measured here: data-parallel training (train.processes > 1). NCCL refuses two ranks on one
@@ -188,57 +191,82 @@ def pack(args: argparse.Namespace) -> None:
 # --- run (there) ---------------------------------------------------------------------------------
 
 
+@dataclass
+class Run:
+    """One run of the check: where it reads and writes, and its clock."""
+
+    device: str
+    tiny: bool
+    pack: Path
+    out: Path  # what comes back: a file per part and check.log
+    work: Path  # scratch
+    deadline: float  # time.time() by which everything must have ended
+    commit: str | None = None  # the commit that pack saw: there may be no git where this runs
+    part_ends: float = 0.0  # time.time() at which the running part is stopped
+
+    @property
+    def data(self) -> Path:
+        return self.work / "cifar10-subset"
+
+    @property
+    def log(self) -> Path:
+        return self.out / "check.log"
+
+    def left(self) -> float:
+        """Seconds the running part has left."""
+        return max(0.0, self.part_ends - time.time())
+
+
 @dataclass(frozen=True)
 class Part:
     name: str
     limit_s: int  # a hard limit: the part is stopped there, and the parts after it still run
     estimate: str  # what the limit rests on
-    run: Callable[[argparse.Namespace], dict]
+    run: Callable[[Run], dict]
 
 
 INSTALL_LIMIT_S = 20  # check.sh's pip install of the wheels
 INSTALL_ESTIMATE = "pip installed the 66 wheels (21 MiB) offline into a fresh folder in 3.0 s here (Python 3.12)"
-TOTAL_LIMIT_S = 360  # the whole check, install included: 6 minutes, in the 10 a device call may take
+TOTAL_LIMIT_S = 360  # the whole check from check.sh's start: 6 minutes, in the 10 a device call may take
+MARGIN_S = 5  # kept back at the end for the last part's file and a killed command's clean-up
 
 
-def part_machine(args: argparse.Namespace) -> dict:
-    """What the figures were measured on, then the packed subset as the image folder the other
-    parts read."""
+def part_machine(r: Run) -> dict:
+    """What the figures were measured on."""
     from importlib.metadata import distributions
 
     import torch
 
-    smi = timed(["nvidia-smi"], args, 15) if shutil.which("nvidia-smi") else None
-    write_image_folder(args.pack / "cifar10-subset.npz", args.data)
+    smi = timed(["nvidia-smi"], r, 15) if shutil.which("nvidia-smi") else None
     cuda = torch.cuda.is_available()
+    packages = {(d.metadata["Name"] or "?").lower(): d.version for d in distributions()}
+    install = os.environ.get("LURE_CHECK_INSTALL_S")
     return {
         "ok": True,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
-        "driver": nvidia_smi("driver_version"), "nvidia_smi": "".join(line for _, line in smi["lines"]) if smi
-        else None,
+        "driver": nvidia_smi("driver_version"),
+        "nvidia_smi": "".join(line for _, line in smi["lines"]) if smi else None,
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None, "torchvision": version_of("torchvision"),
-        "pack": read_json(args.pack / "manifest.json"),
-        "install_s": float(os.environ["LURE_CHECK_INSTALL_S"]) if "LURE_CHECK_INSTALL_S" in os.environ else None,
-        # what `pip list` shows (read directly: a uv environment has no pip)
-        "pip_list": dict(sorted((d.metadata["Name"].lower(), d.version) for d in distributions())),
+        "pack": read_json(r.pack / "manifest.json"), "install_s": float(install) if install else None,
+        "pip_list": dict(sorted(packages.items())),  # what `pip list` shows (a uv environment has no pip)
     }
 
 
-def part_throughput(args: argparse.Namespace) -> dict:
+def part_throughput(r: Run) -> dict:
     """bench/throughput.py: ResNet-18 at batch 512 and 64, ours against the baseline loop and
     evaluation, as the stages run (deterministic); then ours in cuDNN's benchmark mode."""
     tiny = ["--synthetic", "--images", "128", "--steps", "2", "--configs", "small_cnn:16,small_cnn:32",
             "--workers", "2"]
-    sizes = tiny if args.tiny else ["--data", str(args.data), "--configs", "resnet18:512,resnet18:64"]
+    sizes = tiny if r.tiny else ["--data", str(r.data), "--configs", "resnet18:512,resnet18:64"]
     rows, baseline = {}, None
     for variant, flags in (("deterministic", ["--baseline"]), ("benchmark", ["--no-deterministic", "--no-baseline"])):
-        out = args.work / f"throughput-{variant}.json"
-        run = timed([sys.executable, "bench/throughput.py", "--device", args.device, *sizes, *flags, "--out",
-                     str(out)], args, args.left())
-        if out.is_file():
+        out = r.work / f"throughput-{variant}.json"
+        run = timed([sys.executable, "bench/throughput.py", "--device", r.device, *sizes, *flags, "--out", str(out)],
+                    r, r.left())
+        if out.is_file():  # row by row: a run stopped early keeps its rows
             result = read_json(out)
             rows[variant] = result["rows"]
             baseline = baseline or {k: result[k] for k in ("baseline_workers", "baseline_pin_memory")}
@@ -247,9 +275,9 @@ def part_throughput(args: argparse.Namespace) -> dict:
     return {"ok": True, "rows": rows, "baseline": baseline}
 
 
-def part_tests(args: argparse.Namespace) -> dict:
+def part_tests(r: Run) -> dict:
     run = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_device.py", "-k",
-                 f"{args.device} and not emulated"], args, args.left())
+                 f"{r.device} and not emulated"], r, r.left())
     summary = next((line.strip() for _, line in reversed(run["lines"])
                     if " in " in line and ("passed" in line or "failed" in line)), None)
     failed = [line.split()[1] for _, line in run["lines"] if line.startswith("FAILED ")]
@@ -257,45 +285,44 @@ def part_tests(args: argparse.Namespace) -> dict:
             "failed": failed}
 
 
-def part_determinism(args: argparse.Namespace) -> dict:
+def part_determinism(r: Run) -> dict:
     """bench/gpu/determinism.py twice, in two processes: the same weights, byte for byte."""
-    command = [sys.executable, "bench/gpu/determinism.py", "--data", str(args.data), "--device", args.device,
-               *(["--tiny"] if args.tiny else [])]
+    command = [sys.executable, "bench/gpu/determinism.py", "--data", str(r.data), "--device", r.device,
+               *(["--tiny"] if r.tiny else [])]
     runs = []
     for _ in range(2):
-        run = timed(command, args, args.left())
-        if run["rc"] != 0:
+        run = timed(command, r, r.left())
+        printed = [line for _, line in run["lines"] if line.startswith("{")]  # its one line of JSON
+        if run["rc"] != 0 or not printed:
             return {"ok": False, "rc": run["rc"], "timed_out": run["timed_out"], "runs": runs}
-        runs.append(json.loads(run["lines"][-1][1]))
+        runs.append(json.loads(printed[-1]))
     identical = runs[0]["sha256"] == runs[1]["sha256"]
     return {"ok": identical, "identical": identical, "runs": runs}
 
 
-def part_pipeline(args: argparse.Namespace) -> dict:
+def part_pipeline(r: Run) -> dict:
     """`dvc repro` of the GPU preset in a copy of the project, with each stage's time."""
     import yaml
 
-    work = args.work / "project"
+    work = r.work / "project"
     if work.exists():
         shutil.rmtree(work)
     outputs = ("prepared", "corrupted", "models", "metrics", "dvc.lock", "dvc_plots", "cache", "tmp")
     shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", ".gpu", ".venv", "__pycache__", *outputs))
     params = yaml.safe_load((ROOT / "presets" / "gpu-check.yaml").read_text())
-    params["data"]["path"] = str(args.data.resolve())
-    params["train"]["device"] = args.device
-    if args.tiny:
+    params["data"]["path"] = str(r.data.resolve())
+    params["train"]["device"] = r.device
+    if r.tiny:
         params["data"]["chunk_size"] = 24
         params["model"] = {"arch": "small_cnn", "width": 4}
         params["train"].update(epochs=1, batch_size=8, lr_milestones=[])
         params["robustness"].update(test_images=20, severities=[1])
         params["stability"] = {"every": 2, "samples": 4}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # a copy without git (there may be none there): DVC without an SCM
-    subprocess.run([sys.executable, "-m", "dvc", "config", "--local", "core.no_scm", "true"], cwd=work, check=True)
-    # the stages' `python` is this one, whatever PATH says
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    run = timed([sys.executable, "-m", "dvc", "repro"], args, args.left(), cwd=work,
-                env={"DVC_NO_ANALYTICS": "1", "PATH": path})
+    # a copy without git (there may be none there): DVC without an SCM; its stages' `python` is this one
+    timed([sys.executable, "-m", "dvc", "config", "--local", "core.no_scm", "true"], r, r.left(), cwd=work)
+    run = timed([sys.executable, "-m", "dvc", "repro"], r, r.left(), cwd=work,
+                env={"DVC_NO_ANALYTICS": "1", "PATH": f"{python_shim(r)}{os.pathsep}{os.environ.get('PATH', '')}"})
     starts = [(stamp, m.group(1)) for stamp, line in run["lines"] if (m := re.match(r"Running stage '(.+)'", line))]
     ends = [stamp for stamp, _ in starts[1:]] + [run["s"]]
     summary = work / "metrics" / "summary.json"
@@ -304,63 +331,85 @@ def part_pipeline(args: argparse.Namespace) -> dict:
             "summary": read_json(summary) if summary.is_file() else None}
 
 
-def part_compiled(args: argparse.Namespace) -> dict:
+def python_shim(r: Run) -> Path:
+    """A folder whose `python` is this interpreter (dvc.yaml's stages run `python`; a link would lose
+    a virtual environment)."""
+    folder = r.work / "bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "python").write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    (folder / "python").chmod(0o755)
+    return folder
+
+
+def part_compiled(r: Run) -> dict:
     """Ours under torch.compile at batch 512, its cold compile inside the part's time."""
-    out = args.work / "throughput-compiled.json"
-    sizes = ["--synthetic", "--images", "64", "--steps", "2", "--configs", "small_cnn:16"] if args.tiny else \
-        ["--data", str(args.data), "--configs", "resnet18:512"]
-    run = timed([sys.executable, "bench/throughput.py", "--device", args.device, *sizes, "--no-deterministic",
-                 "--compile", "--no-baseline", "--out", str(out)], args, args.left())
+    out = r.work / "throughput-compiled.json"
+    sizes = ["--synthetic", "--images", "64", "--steps", "2", "--configs", "small_cnn:16"] if r.tiny else \
+        ["--data", str(r.data), "--configs", "resnet18:512"]
+    run = timed([sys.executable, "bench/throughput.py", "--device", r.device, *sizes, "--no-deterministic",
+                 "--compile", "--no-baseline", "--out", str(out)], r, r.left())
     return {"ok": run["rc"] == 0 and out.is_file(), "rc": run["rc"], "timed_out": run["timed_out"],
             "rows": read_json(out)["rows"] if out.is_file() else []}
 
 
+# Estimates: the CPU dry run's own times (tests/test_gpu_check.py, 2 cores, nothing else running) and
+# the targets' rates; each limit leaves the estimate room. With the install, the images written out
+# (SETUP_ALLOWANCE_S) and MARGIN_S they add up to TOTAL_LIMIT_S; the run also stops every part at
+# that deadline, counted from check.sh's start.
+SETUP_ALLOWANCE_S = 10
+SETUP_ESTIMATE = "writing the 7,000 packed images as PNG files took 3.3 s here"
 PARTS = [
-    Part("machine", 15, "nvidia-smi about 1 s; writing the 7,000 packed images as PNG files took 3.3 s here (2 "
-         "cores): about 5 s", part_machine),
+    Part("machine", 10, "nvidia-smi and the package list, about 2 s", part_machine),
     Part("throughput", 60, "two processes of about 6 s each to start (torch, CUDA) and to decode the 6,000 images "
-         "(0.6 s here); ours 2 x 100 steps of batch 512 and 64, 57,600 images, 2 s at the targets; the baseline's, "
-         "5 s at 12,000 img/s, and 2 s to start its 8 workers twice; evaluation 2 x 4 x 6,000 images, under 1 s "
-         "at the target: about 30 s", part_throughput),
-    Part("tests", 35, "the 30 device tests took 8.8 s here on the CPU, start included; on the GPU about as "
-         "long, plus 3 s for CUDA to start: about 12 s", part_tests),
+         "(0.6 s here); ours 2 x 100 steps at batch 512 and 64 in each, 115,200 images, 4 s at the targets; the "
+         "baseline's 57,600 images at 12,000 img/s, 5 s, and 2 s to start its 8 workers twice; evaluation 2 x 2 "
+         "x 24,000 images, 1 s at the target: about 30 s", part_throughput),
+    Part("tests", 40, "the 23 device tests took 8 s here on the CPU, start included; on the GPU each also "
+         "runs its CPU reference, plus 3 s for CUDA to start: about 15 s", part_tests),
     Part("determinism", 25, "two processes of about 6 s to start and decode 2,048 images, each with 64 updates "
          "of ResNet-18 at batch 64, under 1 s at the target: about 14 s", part_determinism),
-    Part("pipeline", 120, "13 stages: the tiny pipeline of the CPU dry run took 26 s here (2 s a stage), plus "
-         "about 3 s for CUDA to start in each of the 8 stages that compute, plus the training (4 x 3 x 1,350 "
-         "ResNet-18 images), the corrupted sets and the evaluations (90,000 images each), about 15 s: about 65 "
-         "s", part_pipeline),
-    Part("compiled", 85, "6 s to start, then Inductor's cold compile of ResNet-18's training step: the small "
-         "CNN's took 21 s here on 2 cores; ResNet-18's has about 3 times the layers, compiled by 16 cores: "
+    Part("pipeline", 120, "13 stages: the dry run's took 29 s here (2 s a stage), plus about 3 s for CUDA to "
+         "start in each of the 8 that compute, plus the training (3 x 4 x 1,350 ResNet-18 images), the "
+         "corrupted sets and the evaluations (90,000 images each), about 15 s: about 65 s", part_pipeline),
+    Part("compiled", 70, "6 s to start, then Inductor's cold compile of ResNet-18's training step: the small "
+         "CNN's took 21 s here on 2 cores; ResNet-18 has about 3 times its layers, compiled on 16 cores: "
          "about 50 s", part_compiled),
 ]
 
 
 def run(args: argparse.Namespace) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.work.mkdir(parents=True, exist_ok=True)
-    args.data = args.work / "cifar10-subset"
-    args.log = args.out / "check.log"
-    manifest = args.pack / "manifest.json"  # the commit that pack saw: there may be no git where this runs
-    args.commit = read_json(manifest)["commit"] if manifest.is_file() else None
-    start = time.perf_counter()
-    rerun = parts_to_rerun(args.rerun_from) if args.rerun_from else args.parts
-    chosen = [p for p in PARTS if p.name in args.parts and p.name in rerun]
+    started = float(os.environ.get("LURE_CHECK_STARTED", time.time()))  # check.sh's start, before the install
+    r = Run(args.device, args.tiny, args.pack, args.out, args.work, deadline=started + TOTAL_LIMIT_S)
+    r.out.mkdir(parents=True, exist_ok=True)
+    r.work.mkdir(parents=True, exist_ok=True)
+    manifest = r.pack / "manifest.json"
+    r.commit = read_json(manifest)["commit"] if manifest.is_file() else None
+    # a rerun records its machine again: it may be another one
+    wanted = set(args.parts)
+    if args.rerun_from:  # what did not finish well, and the machine again: this may be another one
+        wanted &= {*parts_to_rerun(args.rerun_from), "machine"}
+    chosen = [p for p in PARTS if p.name in wanted]
+    if not r.data.is_dir():  # every part after the machine's reads it; a rerun on a fresh machine too
+        began = time.time()
+        write_image_folder(r.pack / "cifar10-subset.npz", r.data)
+        log(r, f"== the packed images written out in {time.time() - began:.1f} s ({SETUP_ESTIMATE})")
     for part in chosen:
-        began = time.perf_counter()
-        # each command of the part gets what is left of the part's limit
-        args.left = lambda part=part, began=began: max(1.0, part.limit_s - (time.perf_counter() - began))
-        log(args, f"== {part.name} (limit {part.limit_s} s; estimate: {part.estimate})")
+        began = time.time()
+        r.part_ends = min(began + part.limit_s, r.deadline - MARGIN_S)
+        log(r, f"== {part.name} (limit {part.limit_s} s, {r.left():.0f} s left for it; estimate: {part.estimate})")
         try:
-            values = part.run(args)
+            values = part.run(r) if r.left() > 1 else {"ok": False, "error": "no time left in the check"}
         except Exception as err:  # a part that breaks must not lose the others' results
             values = {"ok": False, "error": f"{type(err).__name__}: {err}"}
-        seconds = round(time.perf_counter() - began, 1)
-        write_json(args.out / f"{part.name}.json", {"part": part.name, "seconds": seconds, "limit_s": part.limit_s,
-                                                   "device": args.device, "commit": args.commit, **values})
-        log(args, f"== {part.name}: {'ok' if values.get('ok') else 'NOT OK'} in {seconds} s")
-    print(json.dumps({p.name: summarise(read_json(args.out / f"{p.name}.json")) for p in chosen}, indent=1))
-    print(f"check: {len(chosen)} parts in {time.perf_counter() - start:.0f} s")
+        seconds = round(time.time() - began, 1)
+        write_json(r.out / f"{part.name}.json", {"part": part.name, "seconds": seconds, "limit_s": part.limit_s,
+                                                "device": r.device, "commit": r.commit, **values})
+        log(r, f"== {part.name}: {'ok' if values.get('ok') else 'NOT OK'} in {seconds} s")
+    print(json.dumps({p.name: summarise(read_json(r.out / f"{p.name}.json")) for p in chosen}, indent=1))
+    print(f"check: {len(chosen)} parts, {time.time() - started:.0f} s since check.sh started")
+
+
+PARTS_BY_NAME = {p.name: p for p in PARTS}
 
 
 def summarise(part: dict) -> dict:
@@ -388,8 +437,8 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def log(args: argparse.Namespace, line: str) -> None:
-    with args.log.open("a") as f:
+def log(r: Run, line: str) -> None:
+    with r.log.open("a") as f:
         f.write(line + "\n")
     print(line, flush=True)
 
@@ -415,20 +464,20 @@ def version_of(module: str) -> str | None:
         return None
 
 
-def timed(command: list[str], args: argparse.Namespace, limit: float, cwd: Path = ROOT,
-          env: dict | None = None) -> dict:
-    """Run `command` in a process group of its own, its output appended to the check's log line by
-    line with the seconds since its start; after `limit` seconds, stop the whole group (a stage's
-    Python process too, not only DVC)."""
-    import signal
+def timed(command: list[str], r: Run, limit: float, cwd: Path = ROOT, env: dict | None = None) -> dict:
+    """Run `command`, its output appended to the check's log line by line with the seconds since
+    its start; after `limit` seconds, kill it and every process it started (a stage's Python
+    process too, not only DVC). It stays in this process's group, so that the device call, which
+    kills the group at its own limit, leaves nothing running behind it."""
     import threading
 
     start = time.perf_counter()
     lines: list[tuple[float, str]] = []
-    with args.log.open("a") as out:
-        out.write(f"$ {' '.join(command)}\n")
+    with r.log.open("a") as out:
         process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                   stderr=subprocess.STDOUT, text=True)
+        out.write(f"$ [pid {process.pid}] {' '.join(command)}\n")
+        out.flush()
 
         def read() -> None:  # in a thread: a line without its end (pytest's dots) must not hold up the limit
             for line in process.stdout:
@@ -440,43 +489,86 @@ def timed(command: list[str], args: argparse.Namespace, limit: float, cwd: Path 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         try:
-            process.wait(timeout=limit)
+            process.wait(timeout=max(limit, 0.1))
             timed_out = False
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree(process.pid)
             process.wait()
             timed_out = True
             out.write(f"[stopped after {limit:.0f} s]\n")
-        reader.join(timeout=5)
+        reader.join(timeout=2)
     return {"rc": process.returncode, "s": round(time.perf_counter() - start, 1), "lines": lines,
             "timed_out": timed_out}
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and its descendants, found in /proc, until none is left (Linux)."""
+    import signal
+
+    while True:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        tree, todo = [], [pid]
+        while todo:
+            tree.append(todo.pop())
+            todo += children.get(tree[-1], [])
+        alive = [p for p in tree if Path(f"/proc/{p}").exists() and not zombie(p)]
+        if not alive:
+            return
+        for p in alive:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def write_image_folder(npz: Path, folder: Path) -> None:
-    """The packed subset as the ImageFolder tree that the imagefolder source reads."""
+    """The packed subset as the ImageFolder tree that the imagefolder source reads (written beside,
+    then moved into place: a folder that exists is whole)."""
     import numpy as np
     from PIL import Image
 
-    if folder.exists():
-        shutil.rmtree(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
     arrays = np.load(npz)
     for part in ("train", "test"):
         for i, (image, label) in enumerate(zip(arrays[f"x_{part}"], arrays[f"y_{part}"])):
-            target = folder / part / str(arrays["classes"][label]) / f"{i:05d}.png"
+            target = partial / part / str(arrays["classes"][label]) / f"{i:05d}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.transpose(1, 2, 0)).save(target)
+    partial.rename(folder)
 
 
 # --- collect (here) ------------------------------------------------------------------------------
 
 
 def collect(args: argparse.Namespace) -> None:
-    """The parts that came back (a run's OUT) as one committed result: each figure against its
-    target, by how much it is missed, and the paper preset's minutes on that GPU."""
-    parts = {p.name: read_json(args.folder / f"{p.name}.json") for p in PARTS
-             if (args.folder / f"{p.name}.json").is_file()}
-    if "machine" not in parts:
-        sys.exit(f"error: {args.folder}: no machine.json, so no record of what ran: not a device check's output")
+    """What came back from a run and its reruns (their OUT folders, later ones over earlier ones), as
+    one committed result: each figure against its target, by how much it is missed, and the paper
+    preset's minutes on that GPU."""
+    parts: dict[str, dict] = {}
+    gpus = set()
+    for folder in args.folders:
+        if not (folder / "machine.json").is_file():
+            sys.exit(f"error: {folder}: no machine.json, so no record of what ran: not a device check's output")
+        gpus.add(read_json(folder / "machine.json")["gpu"])
+        parts |= {p.name: read_json(folder / f"{p.name}.json") for p in PARTS if (folder / f"{p.name}.json").is_file()}
+    if len(gpus) > 1:
+        sys.exit(f"error: the folders come from different devices ({', '.join(map(str, sorted(gpus, key=str)))}): "
+                 f"collect each device's apart")
     machine = parts["machine"]
     rows = parts.get("throughput", {}).get("rows", {})
     compiled = parts.get("compiled", {}).get("rows", [])
@@ -577,8 +669,8 @@ def main() -> None:
     r.add_argument("--rerun-from", type=Path, help="a run's OUT: run only the parts it did not finish well")
     f = sub.add_parser("failed", help="here: the parts a run's OUT did not finish well")
     f.add_argument("folder", type=Path)
-    c = sub.add_parser("collect", help="here: a run's OUT as bench/results/gpucheck-<gpu>.json")
-    c.add_argument("folder", type=Path)
+    c = sub.add_parser("collect", help="here: a run's OUT (then its reruns') as bench/results/gpucheck-<gpu>.json")
+    c.add_argument("folders", type=Path, nargs="+")
     c.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.command == "failed":

@@ -4,12 +4,10 @@
 # 20 s: check.py's INSTALL_LIMIT_S), then run the parts (check.py run; arguments are passed on).
 # Each part's results go to $OUT/<part>.json as it ends, every command's output to $OUT/check.log.
 set -u
-started=$(date +%s.%N)
+export LURE_CHECK_STARTED=$(date +%s.%N)  # check.py stops every part by 6 minutes after this
 timeout 20 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .gpu/wheels/*.whl || exit
-export LURE_CHECK_INSTALL_S=$(python3 -c "import time; print(round(time.time() - $started, 1))")
-# dvc.yaml's stages run `python`: a shim to the image's python3 (a link would lose its virtual environment)
-mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python && chmod +x /tmp/bin/python
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1 PATH="/tmp/bin:/tmp/site/bin:$PATH"
+export LURE_CHECK_INSTALL_S=$(python3 -c "import time; print(round(time.time() - $LURE_CHECK_STARTED, 1))")
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1 PATH="/tmp/site/bin:$PATH"
 python3 -c "import dvc, dvclive, pydantic, lure.cli; print('packages: dvc', dvc.__version__)" || exit
 exec python3 bench/gpu/check.py run --out "${OUT:-/tmp/lure-gpu-check-out}" "$@"
