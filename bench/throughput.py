@@ -145,11 +145,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
                         help="train.deterministic (CUDA: deterministic algorithms, or cuDNN's benchmark mode)")
+    parser.add_argument("--cpu-kernels", choices=["fast", "portable"], default="fast",
+                        help="train.cpu_kernels on the CPU (bench/reproducibility.py measures what portable costs)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the baseline loop")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/throughput-<device>.json")
     args = parser.parse_args()
-    device = pick_device(TrainSettings(device=args.device, deterministic=args.deterministic))
+    device = pick_device(TrainSettings(device=args.device, deterministic=args.deterministic,
+                                       cpu_kernels=args.cpu_kernels))
     images = load_images(args)
     cpu = f"{cpu_name()} x{os.cpu_count()}"
     try:
@@ -159,8 +162,8 @@ def main() -> None:
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu, "commit": commit,
               "torch": torch.__version__, "python": platform.python_version(),
               "data": "synthetic" if args.synthetic else "cifar10", "compile": args.compile,
-              "deterministic": args.deterministic, "baseline_workers": args.workers, "baseline_pin_memory": True,
-              "rows": []}
+              "deterministic": args.deterministic, "cpu_kernels": args.cpu_kernels, "baseline_workers": args.workers,
+              "baseline_pin_memory": True, "rows": []}
     out = args.out or ROOT / "bench" / "results" / f"throughput-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for config in args.configs.split(","):

@@ -22,8 +22,10 @@ def check(params_file: ParamsFile = PARAMS_FILE,
           with_data: bool = typer.Option(False, "--data", help="also read the data: do the chunks fit in it?")) -> None:
     """Check params.yaml without training: every key and method, the data folder, the device; with
     --data, the chunks against the data itself. Print what `dvc repro` will train."""
+    import numpy as np
+
     from lure.config import load_params
-    from lure.data import check_chunks, check_source, load_source
+    from lure.data import check_chunks, check_source, known_pool_labels, load_source
     from lure.device import pick_device
     from lure.methods import load_methods
     from lure.paths import stage_count
@@ -32,13 +34,17 @@ def check(params_file: ParamsFile = PARAMS_FILE,
     methods = load_methods(p)
     where = check_source(p.data)
     device = pick_device(p.train)
+    labels = known_pool_labels(p.data, p.seed)  # the digits' and torchvision's sizes: no need to read them
     if with_data:  # what is there: prepare is the stage that downloads
         data = p.data.model_copy(update={"download": False}) if hasattr(p.data, "download") else p.data
-        check_chunks(p, load_source(data, p.seed).pool)
+        labels = np.asarray(load_source(data, p.seed).pool.y)
+    if labels is not None:
+        check_chunks(p, labels)
     data = p.data
     print(f"{params_file}: valid")
     print(f"  data: {data.source}, {where}; {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}; "
-          + ("they fit in the data" if with_data else "whether they fit needs the data: uv run lure check --data"))
+          + (f"they fit in its {len(labels)} training images" if labels is not None
+             else "whether they fit needs the data: uv run lure check --data"))
     print(f"  run seeds: {', '.join(map(str, p.seeds))} (every method runs once per seed)")
     print(f"  model: {p.model.arch}; replay: {p.replay.mode}; {p.train.epochs} epochs per chunk on {device}")
     print(f"  methods: {', '.join(f'{name} ({m.kind})' for name, m in methods.items())}")
@@ -182,7 +188,8 @@ def bench_table(name: str) -> str:
         raise LureError(f"{path}: no such result; run the benchmark of bench/ that writes it")
     kind = name.split("-")[0]
     tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table,
-              "images": _images_table, "reproduce": _reproduce_table, "gpucheck": _gpucheck_table}
+              "images": _images_table, "reproduce": _reproduce_table, "gpucheck": _gpucheck_table,
+              "reproducibility": _reproducibility_table}
     if kind not in tables:
         raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
     lines, about = tables[kind](read_json(path))
@@ -208,6 +215,25 @@ def _throughput_table(r: dict) -> tuple[list[str], str]:
               f"{row.get('baseline_train_img_s', '-')} | {row.get('speedup', '-')} | {row['eval_img_s']} |"
               for row in r["rows"]]
     return lines, f"{r['device']}; torch {r['torch']}; commit {r['commit'][:10]}"
+
+
+def _reproducibility_table(r: dict) -> tuple[list[str], str]:
+    """bench/reproducibility.py: which variation of the environment changes a run's weights, with
+    fast and with portable kernels; then what portable costs."""
+    changes = r["changes_the_models"]
+    lines = ["| variation (one process each) | changes the models: fast | portable |", "|---|---|---|"]
+    said = {True: "yes", False: "no"}
+    lines += [f"| {name} | {said[changes['fast'][name]]} | {said[changes['portable'][name]]} |"
+              for name in changes["fast"]]
+    seconds, ratio = r["seconds"], r["seconds"]["portable_over_fast"]
+    runs = {"default_pipeline_repro_s": "`dvc repro` of the default pipeline, from a fresh copy",
+            "cifar_training_s": "training the small CNN (width 32) on 2,048 CIFAR-10 images, 2 epochs"}
+    lines += ["", "| run | fast (s) | portable (s) | portable / fast |", "|---|---:|---:|---:|"]
+    lines += [f"| {about} | {seconds['fast'][key]} | {seconds['portable'][key]} | {ratio[key]} |"
+              for key, about in runs.items()]
+    m = r["machine"]
+    return lines, (f"{m['cores']} cores, {m['cpu']} (torch dispatches {m['capability']}); "
+                   f"torch {r['versions']['torch']}; commit {r['commit'][:10]}")
 
 
 def _gpucheck_table(r: dict) -> tuple[list[str], str]:

@@ -126,6 +126,13 @@ class TrainSettings(Strict):
     deterministic: bool = Field(True, description="CUDA: deterministic algorithms, cuDNN's included, so that the "
                                 "same seed on the same GPU gives the same results; false: cuDNN's benchmark mode, "
                                 "faster, with results that may vary in their last bits (recorded in provenance)")
+    cpu_kernels: Literal["portable", "fast"] = Field(
+        "portable", description="on the CPU, portable: the same results on any x86-64 CPU, whatever vector "
+                                "instructions it has, and any thread count (ATen's baseline kernels, MKL's SSE2 "
+                                "code path, no oneDNN, one thread), several times slower on larger networks; fast: "
+                                "each CPU's fastest kernels on every core, with results that differ between CPU "
+                                "kinds and thread counts in their last bits, and grow apart over a run (README: "
+                                "\"What reproduces where\")")
     epochs: int = Field(30, ge=1, description="epochs per chunk (the most, with stop_at_train_acc)")
     stop_at_train_acc: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
         None, description="end a chunk after the first epoch whose training accuracy (on its batches, as trained "

@@ -165,9 +165,34 @@ def load_source(data: DataSource, seed: int) -> Source:
 
 def few_shot(pool: Images, shots: int, seed: int) -> Images:
     """`shots` seeded images of every class (all of a class that has fewer), in pool order."""
+    return pool.take(few_shot_indices(np.asarray(pool.y), shots, seed))
+
+
+def few_shot_indices(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
     rng = streams.shots(seed)
-    keep = [rng.permutation(np.flatnonzero(pool.y == c))[:shots] for c in np.unique(pool.y)]
-    return pool.take(np.sort(np.concatenate(keep)))
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:shots] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+# The training sets of torchvision's sources, images per class: known without reading them
+TORCHVISION_CLASS_SIZES = {
+    "mnist": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+    "cifar10": [5000] * 10,
+    "cifar100": [500] * 100,
+}
+
+
+def known_pool_labels(data: DataSource, seed: int) -> np.ndarray | None:
+    """The training pool's labels where they are known without reading the data (the embedded
+    digits, which cost nothing to load, and torchvision's sources, whose sizes are fixed); None for
+    an image folder."""
+    if isinstance(data, DigitsData):
+        labels = np.asarray(_load_digits(data, seed).pool.y)
+    elif isinstance(data, TorchvisionData):
+        labels = np.repeat(np.arange(len(sizes := TORCHVISION_CLASS_SIZES[data.source])), sizes)
+    else:
+        return None
+    return labels if data.shots_per_class is None else labels[few_shot_indices(labels, data.shots_per_class, seed)]
 
 
 def _load_digits(data: DigitsData, seed: int) -> Source:
@@ -311,17 +336,18 @@ def check_source(data: DataSource) -> str:
     raise _not_found(data, "data.download is off")
 
 
-def check_chunks(params: Params, pool: Images) -> None:
-    """The chunks that params.yaml lists fit in the source's training pool (raises, naming the key)."""
-    cut_indices(params, pool, params.n_chunks)
+def check_chunks(params: Params, labels: np.ndarray) -> None:
+    """The chunks that params.yaml lists fit in the source's training pool, given by its labels
+    (raises, naming the key)."""
+    cut_indices(params, labels, params.n_chunks)
 
 
-def cut_indices(params: Params, pool: Images, k: int) -> np.ndarray:
-    """The indices in the training pool of chunk k under data.split."""
+def cut_indices(params: Params, labels: np.ndarray, k: int) -> np.ndarray:
+    """The indices in the training pool (given by its labels) of chunk k under data.split."""
     d = params.data
     if d.split == "class_incremental":
-        return class_chunk_indices(pool.y, d.classes_per_chunk, d.chunk_size, k, params.seed)
-    return chunk_indices(len(pool), d.chunk_size, k, params.seed)
+        return class_chunk_indices(labels, d.classes_per_chunk, d.chunk_size, k, params.seed)
+    return chunk_indices(len(labels), d.chunk_size, k, params.seed)
 
 
 def _torchvision_split(dataset) -> Images:
@@ -530,10 +556,11 @@ def prepare(params: Params, out_dir: str | Path) -> tuple[dict, list[str]]:
     on chunks 1..k depends on that one file, so DVC re-runs it exactly when one of them changes.
     """
     source = load_source(params.data, params.seed)
-    check_chunks(params, source.pool)  # first, so that the error names the chunk count asked for
+    labels = np.asarray(source.pool.y)
+    check_chunks(params, labels)  # first, so that the error names the chunk count asked for
     n = params.n_chunks
     d = params.data
-    chunks = [split_chunk(source.pool.take(cut_indices(params, source.pool, k)), d.val_fraction, k, params.seed)
+    chunks = [split_chunk(source.pool.take(cut_indices(params, labels, k)), d.val_fraction, k, params.seed)
               for k in range(1, n + 1)]
     with atomic_dir(out_dir) as tmp:
         scratch = tmp / ".decoded"  # images decoded from a folder, until their .npz is written

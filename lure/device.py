@@ -22,6 +22,11 @@ def pick_device(settings: TrainSettings) -> torch.device:
         raise LureError("train.device: cuda was asked for but no CUDA device is available (use auto or cpu)")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cpu" and settings.cpu_kernels == "portable":
+        if settings.compile:
+            raise LureError("train.compile: true on the CPU needs train.cpu_kernels: fast (Inductor's CPU code "
+                            "follows the CPU's instructions; the portable kernels break it)")
+        pin_cpu_kernels()
     if choice == "cuda":  # (lure/__init__.py sets cuBLAS's workspace for deterministic algorithms)
         torch.backends.cudnn.deterministic = settings.deterministic
         torch.backends.cudnn.benchmark = not settings.deterministic
@@ -32,6 +37,40 @@ def pick_device(settings: TrainSettings) -> torch.device:
     if choice == "cuda" and ranks() > 1:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per rank (lure.distributed)
     return torch.device(choice)
+
+
+# What train.cpu_kernels: portable fixes, each of which was measured to change a run's weights
+# (README: "What reproduces where"). torch and MKL read these at their first computation.
+PORTABLE_CPU_ENV = {
+    "ATEN_CPU_CAPABILITY": "default",  # ATen's kernels without AVX2/AVX-512: their sums run in another order
+    "MKL_CBWR": "COMPATIBLE",  # MKL's SSE2 path, on Intel's CPUs and others alike (AVX2 falls back to AUTO on AMD)
+}
+
+
+def pin_cpu_kernels() -> None:
+    """Compute the same bits on any x86-64 CPU and thread count: ATen's baseline kernels, MKL's
+    COMPATIBLE code path, no oneDNN (whose kernels and blocking follow the CPU's instructions and
+    caches) and one thread (MKL's reproducible path needs a fixed count; one suits any machine and
+    any number of runs at once). Must come before the process computes anything on the CPU. The
+    environment is put back once torch and MKL have read it: the processes this one starts choose
+    their own kernels."""
+    before = {name: os.environ.get(name) for name in PORTABLE_CPU_ENV}
+    os.environ.update(PORTABLE_CPU_ENV)
+    try:
+        torch.backends.mkldnn.enabled = False
+        torch.set_num_threads(1)
+        capability = torch.backends.cpu.get_cpu_capability()
+        torch.ones(2, 2) @ torch.ones(2, 2)  # MKL reads MKL_CBWR at its first call
+    finally:
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+    if capability != "DEFAULT":
+        raise LureError("train.cpu_kernels: portable cannot take effect: this process computed on the CPU before "
+                        f"its device was picked (ATen already runs its {capability} kernels); start a new process, "
+                        "or set ATEN_CPU_CAPABILITY=default and MKL_CBWR=COMPATIBLE before it starts")
 
 
 def ranks() -> int:
@@ -55,6 +94,8 @@ def provenance(params: Params, run_seed: int | None, device: torch.device) -> di
     record = {"seed": params.seed, "device": device.type, "torch": torch.__version__,
               "python": platform.python_version(), "lure": __version__, "run_seed": run_seed,
               "deterministic": params.train.deterministic, "ranks": ranks()}
+    if device.type == "cpu":
+        record["cpu_kernels"] = params.train.cpu_kernels
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     return record

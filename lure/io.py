@@ -81,6 +81,18 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(strict(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def check_torch_archive(path: str | Path) -> None:
+    """That `path` is whole, as torch.save writes it: a zip archive whose directory (at its end, so
+    a truncated file has none) names a data.pkl; read from the archive's headers alone, without
+    torch. A truncated or foreign file raises, naming it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in archive.namelist()):
+                raise ValueError("no data.pkl in it: not a file that torch.save wrote")
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise unreadable(path, err) from None
+
+
 def unreadable(path: str | Path, err: Exception) -> LureError:
     """The message for a file that is there but cannot be read."""
     reason = f"{type(err).__name__}: {str(err).splitlines()[0]}" if str(err) else type(err).__name__

@@ -10,7 +10,7 @@ import shutil
 from lure import paths
 from lure.config import PARAMS_FILE, load_params
 from lure.errors import LureError, ParamsFile, RunSeed, run_command
-from lure.io import atomic_path
+from lure.io import atomic_path, check_torch_archive
 
 
 def main(method: str, seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> None:
@@ -20,6 +20,7 @@ def main(method: str, seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> N
     first = paths.first_model(seed)
     if not first.is_file():
         raise LureError(f"{first} is missing: run the learn stage of seed {seed} first")
+    check_torch_archive(first)  # a copy of a corrupt file would be cached as this stage's output
     with atomic_path(paths.model(method, seed, 1)) as tmp:
         shutil.copyfile(first, tmp)
 

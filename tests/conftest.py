@@ -14,6 +14,18 @@ needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no off
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+def _pin_this_process() -> None:
+    """Every test computes as `train.cpu_kernels: portable` does (before anything has computed), so
+    that what the suite checks comes out the same on any x86-64 CPU kind and thread count, and a
+    stage run in process may pin in its turn."""
+    from lure.device import pin_cpu_kernels
+
+    pin_cpu_kernels()
+
+
+_pin_this_process()
+
+
 def _devices() -> list:
     import torch
 

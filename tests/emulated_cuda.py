@@ -396,6 +396,11 @@ def emulated_cuda(report: Path | None = None):
                      torch.is_deterministic_algorithms_warn_only_enabled())
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # pick_device sets them
     threads = torch._C._is_multithreading_enabled()
+    # oneDNN on (a portable CPU setting turns it off): without it, a CPU convolution returns its weight
+    # gradient in the default layout where cuDNN returns the channels_last parameter's, and autograd's
+    # copy into a fresh CPU tensor of the parameter's layout cannot be told from a copy to the host
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = True
     _patch_tensor(patches, rules)
     _patch_cuda(patches)
     torch._C._set_multithreading_enabled(False)  # backward in this thread, under the mode
@@ -409,6 +414,7 @@ def emulated_cuda(report: Path | None = None):
     finally:
         patches.restore()
         torch._C._set_multithreading_enabled(threads)
+        torch.backends.mkldnn.enabled = onednn
         torch._C._set_only_lift_cpu_tensors(lift_cpu_only)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn

@@ -132,10 +132,36 @@ def test_reading_a_checkpoint_that_is_not_one(tmp_path):
 # --- 6. lure check checks what it can without training --------------------------------------------
 
 
-def test_check_refuses_chunks_the_data_cannot_hold(tmp_path):
+@pytest.mark.parametrize("read", [True, False], ids=["with --data", "without"])
+def test_check_refuses_chunks_the_data_cannot_hold(tmp_path, read):
     write_params(tmp_path, chunks=[{"k": k, "prev": k - 1} for k in range(2, 5)], **{"data.chunk_size": 2000})
-    result = run_stage("lure.cli", "check", "--data", cwd=tmp_path)
+    result = run_stage("lure.cli", "check", *(["--data"] if read else []), cwd=tmp_path)
     assert_refused(result, "data.chunk_size: 4 chunks of 2000 images need 8000", "1437")
+
+
+@pytest.mark.parametrize("data, phrases", [
+    ({"chunk_size": 20000}, ("data.chunk_size: 4 chunks of 20000 images need 80000", "50000")),
+    ({"chunk_size": 30, "shots_per_class": 10}, ("4 chunks of 30 images need 120", "has 100")),
+    ({"chunk_size": 100, "split": "class_incremental", "classes_per_chunk": 3}, ("data.classes_per_chunk", "has 10")),
+])
+def test_check_knows_the_size_of_torchvisions_sources_without_their_files(tmp_path, data, phrases):
+    """CIFAR-10 is not there (prepare would download it): its size is known all the same."""
+    source = {"source": "cifar10", "root": str(tmp_path / "absent"), "download": True, **data}
+    write_params(tmp_path, chunks=[{"k": k, "prev": k - 1} for k in range(2, 5)], data=source)
+    assert_refused(run_stage("lure.cli", "check", cwd=tmp_path), *phrases)
+    write_params(tmp_path, data={**source, "chunk_size": 5, "classes_per_chunk": 2})
+    fits = run_stage("lure.cli", "check", cwd=tmp_path)
+    assert fits.returncode == 0 and "they fit in its" in fits.stdout, fits.stderr
+
+
+def test_branch_refuses_a_corrupt_chunk_1_model_and_writes_nothing(learned, tmp_path):
+    root = copy_of(learned, tmp_path)
+    first = root / "models" / "seed_0" / "chunk_1.pt"
+    first.write_bytes(first.read_bytes()[:1000])
+    (root / "models" / "seed_0" / "lure" / "chunk_1.pt").unlink()
+    assert_refused(run_stage("stages.branch", "lure", "--seed", "0", cwd=root), "models/seed_0/chunk_1.pt",
+                   "cannot be read")
+    assert not (root / "models" / "seed_0" / "lure" / "chunk_1.pt").exists()
 
 
 def test_prepare_names_the_chunk_count_it_was_asked_for(tmp_path):
@@ -151,10 +177,18 @@ def test_check_refuses_a_missing_data_folder_and_a_missing_gpu(tmp_path):
         assert_refused(run_stage("lure.cli", "check", cwd=tmp_path), "train.device: cuda")
 
 
+def test_compiling_on_the_cpu_needs_the_fast_kernels(tmp_path):
+    write_params(tmp_path, **{"train": {**TINY["train"], "compile": True, "cpu_kernels": "portable"}})
+    assert_refused(run_stage("lure.cli", "check", cwd=tmp_path), "train.compile", "train.cpu_kernels: fast")
+
+
 def test_check_says_which_checks_need_the_data(tmp_path):
-    write_params(tmp_path)
+    """The size of an image folder is known only by reading it."""
+    for part in ("train", "test"):
+        (tmp_path / "photos" / part / "cat").mkdir(parents=True)
+    write_params(tmp_path, data={"source": "imagefolder", "path": str(tmp_path / "photos"), "chunk_size": 10})
     result = run_stage("lure.cli", "check", cwd=tmp_path)
-    assert result.returncode == 0 and "--data" in result.stdout
+    assert result.returncode == 0 and "whether they fit needs the data: uv run lure check --data" in result.stdout
 
 
 # --- 8. wording ------------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ def main() -> None:
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--tiny", action="store_true", help="the small CNN on 64 images: the CPU dry run")
     args = parser.parse_args()
-    settings = TrainSettings(device=args.device, deterministic=args.deterministic, epochs=2, batch_size=64,
-                             lr=0.05, lr_milestones=[1], augment="crop_flip", select="last")
+    settings = TrainSettings(device=args.device, deterministic=args.deterministic, epochs=2, batch_size=64, lr=0.05,
+                             lr_milestones=[1], augment="crop_flip", select="last")
     device = pick_device(settings)
     count = 64 if args.tiny else 2048
     source = load_source(ImageFolderData(source="imagefolder", path=args.data, chunk_size=2), seed=0)
