@@ -11,12 +11,13 @@ from torch import nn
 
 from lure.errors import LureError
 from lure.io import unreadable, write_bytes
+from lure.optim import State
 
 
 @dataclass
 class Checkpoint:
     weights: dict[str, torch.Tensor]  # the model's parameters and buffers, on the CPU
-    momentum: dict[str, torch.Tensor] = field(default_factory=dict)  # SGD momentum by parameter name
+    optimizer: State = field(default_factory=dict)  # the optimiser's state (lure.optim), carried to the next chunk
     method_state: dict = field(default_factory=dict)  # a method's own state (continual backprop's)
 
 
@@ -29,7 +30,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     # Serialised in memory: torch.save names the archive's records after the file it writes,
     # and the temporary file's random name would make equal checkpoints differ byte-wise.
     buffer = io.BytesIO()
-    torch.save({"model": checkpoint.weights, "momentum": checkpoint.momentum,
+    torch.save({"model": checkpoint.weights, "optimizer": checkpoint.optimizer,
                 **({"method_state": checkpoint.method_state} if checkpoint.method_state else {})}, buffer)
     write_bytes(path, buffer.getvalue())
 
@@ -40,6 +41,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise LureError(f"{path} is missing: run the stage that writes it (dvc repro)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return Checkpoint(state["model"], state["momentum"], state.get("method_state", {}))
+        return Checkpoint(state["model"], state["optimizer"], state.get("method_state", {}))
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as err:  # torch raises many kinds
         raise unreadable(path, err) from None

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from lure.errors import LureError
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]  # a decay rate
 PARAMS_FILE = "params.yaml"  # where stages and `lure` read the settings, relative to the project root
 
 
@@ -120,7 +121,7 @@ class ModelSettings(Strict):
 
 
 class TrainSettings(Strict):
-    """SGD with momentum and weight decay, on a step schedule that restarts at every chunk."""
+    """The optimiser and its schedule, which restarts at every chunk, and where and how it computes."""
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU")
     deterministic: bool = Field(True, description="CUDA: deterministic algorithms, cuDNN's included, so that the "
@@ -139,14 +140,28 @@ class TrainSettings(Strict):
                           "on) reaches this, e.g. 0.99 as Ash & Adams train; the epochs run and that last epoch's "
                           "accuracy go to the metrics (epochs_run, epoch_train_acc); null: always `epochs`")
     batch_size: int = Field(32, ge=2, description="images per update")
-    lr: float = Field(0.05, gt=0.0, description="learning rate at the start of every chunk")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum; the buffers carry over from chunk to "
-                            "chunk, as in the official LURE code (see mitigate.fresh_optimizer)")
-    weight_decay: float = Field(5e-4, ge=0.0, description="L2 penalty, added to the gradient as torch.optim.SGD "
-                                "adds it")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(
+        "sgd", description="sgd: SGD with momentum; adam: Adam; adamw: Adam with decoupled weight decay; each "
+                           "PyTorch's update rule. Its state (momentum, or Adam's moments and steps) carries over "
+                           "from chunk to chunk, as in the official LURE code (see mitigate.fresh_optimizer)")
+    lr: float = Field(0.05, gt=0.0, description="learning rate at the start of every chunk (after the warm-up)")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd: momentum")
+    betas: tuple[Beta, Beta] = Field(
+        (0.9, 0.999), description="adam, adamw: the decay of the running mean of the gradient and of its square")
+    eps: float = Field(1e-8, gt=0.0, description="adam, adamw: added to the root of the running squared gradient")
+    weight_decay: float = Field(5e-4, ge=0.0, description="sgd, adam: an L2 penalty, added to the gradient as "
+                                "torch.optim adds it; adamw: the decoupled decay, theta <- theta (1 - lr wd)")
+    schedule: Literal["step", "cosine"] = Field(
+        "step", description="the LR within a chunk, after the warm-up; step: lr, times lr_gamma at each of "
+                            "lr_milestones; cosine: from lr down to 0 over the chunk's updates, cos-shaped")
     lr_milestones: list[Annotated[int, Field(ge=1)]] = Field(
-        [15, 25], description="epochs of the chunk at which the LR is multiplied by lr_gamma")
-    lr_gamma: float = Field(0.1, gt=0.0, description="the LR factor at each milestone")
+        [15, 25], description="schedule step: epochs of the chunk at which the LR is multiplied by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0.0, description="schedule step: the LR factor at each milestone")
+    warmup: Fraction = Field(0.0, description="a linear LR warm-up from 0 over this fraction of the chunk's updates "
+                             "(Hare & Tortoise's and FIRE's schedules), then the schedule")
+    clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = Field(
+        None, description="rescale the gradient of every update whose norm over all parameters exceeds this "
+                          "(torch.nn.utils.clip_grad_norm_); null: no clipping")
     select: Literal["best_val", "last"] = Field(
         "best_val", description="best_val: the epoch with the best validation accuracy ends the chunk (the paper); "
                                 "last: the last epoch")
@@ -169,6 +184,12 @@ class TrainSettings(Strict):
                            "global batch, so the results are the single-process run's")
     nodes: int = Field(1, ge=1, description="machines that train together: each runs the same `dvc repro`, with "
                        "LURE_RENDEZVOUS=host:port naming node 0 (see the README)")
+
+    @model_validator(mode="after")
+    def _cosine_has_no_milestones(self) -> TrainSettings:
+        if self.schedule == "cosine" and self.lr_milestones:
+            raise ValueError("lr_milestones: the cosine schedule has none (set lr_milestones: [])")
+        return self
 
     @model_validator(mode="after")
     def _batch_fills_ranks(self) -> TrainSettings:
@@ -389,6 +410,8 @@ def _values(annotation: Any, metadata: list = ()) -> str:
         text = " or ".join("null" if a is type(None) else _values(a) for a in args)
     elif origin is list:
         text = f"list of {_values(args[0])}"
+    elif origin is tuple:
+        text = f"[{', '.join(_values(a) for a in args)}]"
     elif origin is dict:
         text = "mapping"
     else:

@@ -45,7 +45,7 @@ def learn(p: Params, seed: int, log_dir: Path) -> Learned:
         except NotFinite as err:
             raise err.of_run(where, p.train.lr) from None
         log.close({"train_s": result.seconds})
-    return Learned(initial, Checkpoint(cpu_state(model), result.momentum),
+    return Learned(initial, Checkpoint(cpu_state(model), result.state),
                    {"chunk_1": result.metrics(), "provenance": provenance(p, seed, device)},
                    f"{where}: val acc {result.val_acc:.4f} after {result.updates} updates on {device}")
 

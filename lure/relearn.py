@@ -61,7 +61,7 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
     augment = scoring_augment(p, streams.scoring_augment(seed, k, name))
     boundary = Boundary(initial=initial, fresh_model=fresh_model, replay=train, new=placed["new"],
                         generator=streams.forgetting(seed, k, name), run_generator=streams.run_split(seed, name),
-                        momentum=previous.momentum, state=previous.method_state, augment=augment)
+                        optimizer=previous.optimizer, state=previous.method_state, augment=augment)
     with Log(log_dir) as log:
         probe = None
         if p.stability.every:
@@ -82,12 +82,13 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
         method.mitigate.at_boundary(model, reset, train)
         # under DDP every rank forgot alike, from the same data and draws: check it
         distributed.check_same("the forgetting step", {**{f"model.{n}": t for n, t in model.state_dict().items()},
-                               **{f"momentum.{n}": t for n, t in (boundary.momentum or {}).items()}}, reset)
+                               **{f"{kind}.{n}": t for kind, by_name in boundary.optimizer.items()
+                                  for n, t in by_name.items()}}, reset)
         during = method.relearning(model, boundary)
         forget_s = time.perf_counter() - start
         hooks: list[Hook] = ([during] if during else []) + method.mitigate.hooks() + ([probe] if probe else [])
         try:
-            result = fit(model, train, val, p.train, streams.batch_order(seed, k), boundary.momentum,
+            result = fit(model, train, val, p.train, streams.batch_order(seed, k), boundary.optimizer,
                          [*hooks, Progress(run, log)])
         except NotFinite as err:
             raise err.of_run(run, p.train.lr) from None
@@ -107,7 +108,7 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
     }
     gap = f", stability gap {stability['gap_depth']:.3f}" if stability else ""
     return Relearned(
-        Checkpoint(cpu_state(model), result.momentum, during.state() if during else {}), metrics,
+        Checkpoint(cpu_state(model), result.state, during.state() if during else {}), metrics,
         f"{name} seed {seed} chunk {k}: reset {reset_total:.3f} of the weights, val acc {result.val_acc:.4f} "
         f"after {result.updates} updates on {device}{gap}")
 

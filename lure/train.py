@@ -1,8 +1,9 @@
 """The training loop: one chunk's optimisation.
 
-fit() trains a model in place on one chunk's training images (under the replay mode): SGD with
-momentum and weight decay on a step schedule that restarts at every chunk (LR back to its
-initial value, milestones counted in the chunk's epochs), and the checkpoint with the best
+fit() trains a model in place on one chunk's training images (under the replay mode) with
+train.optimizer (lure.optim), continuing from the optimiser state the previous chunk carried,
+on a schedule that restarts at every chunk (a warm-up, then steps at milestones counted in the
+chunk's epochs or a cosine), the gradient clipped if asked; the checkpoint with the best
 validation accuracy ends the chunk. Images stay on the device as uint8; every random draw of an
 epoch is made at once on the CPU and copied over once, so nothing in the inner loop waits on the
 host. Hooks run at fixed points of the loop: a method's (continual backprop), a stability-gap
@@ -12,6 +13,7 @@ mitigation's, the continual evaluation's.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,53 +28,19 @@ from lure.config import TrainSettings
 from lure.data import Images
 from lure.errors import LureError
 from lure.models import accuracy, as_float
+from lure.optim import State, make_optimizer
 
 
-class SGD:
-    """SGD with momentum and weight decay, PyTorch's update rule (dampening 0, no Nesterov):
-    g <- grad + wd * theta;  buf <- momentum * buf + g;  theta <- theta - lr * buf.
-
-    Written out because constructing torch.optim.SGD imports torch._dynamo, ~4.5 s per
-    process on a 2-core machine: most of a small stage's run time.
-    """
-
-    def __init__(self, named_params: list[tuple[str, nn.Parameter]], lr: float, momentum: float, weight_decay: float,
-                 buffers: dict[str, torch.Tensor] | None = None) -> None:
-        self.names = [n for n, _ in named_params]
-        self.params = [p for _, p in named_params]
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        buffers = buffers or {}
-        self.buffers = [buffers[n].to(p.device).clone() if n in buffers else torch.zeros_like(p)
-                        for n, p in named_params]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        live = [(p, b) for p, b in zip(self.params, self.buffers) if p.grad is not None]
-        if not live:
-            return
-        params, buffers = [p for p, _ in live], [b for _, b in live]
-        grads = [p.grad for p in params]
-        if self.weight_decay:
-            torch._foreach_add_(grads, params, alpha=self.weight_decay)
-        torch._foreach_mul_(buffers, self.momentum)
-        torch._foreach_add_(buffers, grads)
-        torch._foreach_add_(params, buffers, alpha=-self.lr)
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def momentum_buffers(self) -> dict[str, torch.Tensor]:
-        """The live momentum buffers by parameter name (a method may clear entries it resets)."""
-        return dict(zip(self.names, self.buffers))
-
-    def momentum_state(self) -> dict[str, torch.Tensor]:
-        """A CPU copy of the momentum, to carry into the next chunk."""
-        return {n: b.detach().cpu().clone() for n, b in zip(self.names, self.buffers)}
-
-
-def lr_at(settings: TrainSettings, epoch: int) -> float:
-    """Step schedule within a chunk (epoch counted from 0): LR x gamma at each milestone passed."""
+def lr_at(settings: TrainSettings, epoch: int, update: int, total: int) -> float:
+    """The LR of a chunk's update `update` (from 0, of `total`) in its epoch `epoch` (from 0): a
+    linear warm-up from 0 over the first `warmup` share of the updates (Hare & Tortoise's rule: the
+    first update's LR is 0), then the step schedule (x lr_gamma at each milestone epoch passed) or a
+    cosine from lr down to 0 over the updates after the warm-up."""
+    warm = int(settings.warmup * total)
+    if update < warm:
+        return settings.lr * update / warm
+    if settings.schedule == "cosine":
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * (update - warm) / max(1, total - warm)))
     return settings.lr * settings.lr_gamma ** sum(epoch >= m for m in settings.lr_milestones)
 
 
@@ -135,10 +103,10 @@ class Hook:
 
 
 class Trainer:
-    """One chunk's optimisation: the model, its SGD, its loss, and how batches reach it."""
+    """One chunk's optimisation: the model, its optimiser, its loss, and how batches reach it."""
 
     def __init__(self, model: nn.Module, settings: TrainSettings, device: torch.device, epoch_updates: int,
-                 momentum: dict[str, torch.Tensor] | None = None, hooks: Sequence[Hook] = ()) -> None:
+                 state: State | None = None, hooks: Sequence[Hook] = ()) -> None:
         self.model, self.settings, self.hooks = model, settings, hooks
         self.bf16, self.channels_last = fast_path(settings, device)
         if self.channels_last:
@@ -146,17 +114,17 @@ class Trainer:
         self.world = distributed.world_size()
         forward = distributed.data_parallel(model, device) if self.world > 1 else model
         self.forward = torch.compile(forward) if settings.compile else forward
-        self.optimizer = SGD(list(model.named_parameters()), settings.lr, settings.momentum, settings.weight_decay,
-                             momentum)
+        self.optimizer = make_optimizer(list(model.named_parameters()), settings, state)
         self.loss = F.cross_entropy  # (logits, labels) -> loss; a hook may replace it
-        self.lr = settings.lr  # the schedule's LR for this epoch
+        self.lr = settings.lr  # the schedule's LR for the coming update
         self.updates = 0  # optimizer steps so far in this chunk
         self.epoch_updates = epoch_updates  # steps in each of settings.epochs
 
-    def epoch(self, train: Images, generator: torch.Generator) -> Epoch:
-        """One pass over `train` in a seeded order. Raises NotFinite where the loss or the weights
-        stopped being finite (checked once per epoch: a check per update would wait on the GPU).
-        Under DDP each rank trains on its slice of every batch of the same order (lure.distributed)."""
+    def epoch(self, train: Images, generator: torch.Generator, number: int = 0) -> Epoch:
+        """Epoch `number` (from 0) of the chunk: one pass over `train` in a seeded order. Raises
+        NotFinite where the loss or the weights stopped being finite (checked once per epoch: a check
+        per update would wait on the GPU). Under DDP each rank trains on its slice of every batch of
+        the same order (lure.distributed)."""
         s, device = self.settings, train.y.device
         self.model.train()
         start = time.perf_counter()
@@ -192,6 +160,7 @@ class Trainer:
             share = len(y) / size  # of the batch, this rank's (1.0 in one process: exact)
             losses.append(loss.detach().float() * share)  # summed over the ranks: the batch's mean loss
             correct += (logits.detach().argmax(1) == y).sum()
+            self.lr = lr_at(s, number, self.updates, s.epochs * self.epoch_updates)
             self.optimizer.lr = self.lr
             for hook in self.hooks:
                 hook.before_step(self)
@@ -199,6 +168,8 @@ class Trainer:
             # DDP averages the ranks' gradients: weighted by its share of the batch, each rank's mean
             # loss averages to the whole batch's mean, as in one process
             (loss * (share * self.world)).backward()
+            if s.clip_grad_norm is not None:  # of the whole batch's gradient, the same on every rank
+                torch.nn.utils.clip_grad_norm_(self.optimizer.params, s.clip_grad_norm)
             self.optimizer.step()
             self.updates += 1
             updates += 1
@@ -227,7 +198,7 @@ class FitResult:
     train_acc: float
     val_acc: float
     seconds: float
-    momentum: dict[str, torch.Tensor]  # SGD momentum after the last step, by parameter name
+    state: State  # the optimiser's state after the last step (lure.optim), on the CPU
     epochs_run: int | None = None  # set under train.stop_at_train_acc: the epochs it took
     epoch_train_acc: float | None = None  # ... and the last epoch's accuracy on its batches, which the rule tests
 
@@ -246,12 +217,12 @@ class FitResult:
 
 
 def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, generator: torch.Generator,
-        momentum: dict[str, torch.Tensor] | None = None, hooks: Sequence[Hook] = ()) -> FitResult:
-    """Train `model` in place for one chunk, starting from the carried SGD `momentum` (if any);
+        state: State | None = None, hooks: Sequence[Hook] = ()) -> FitResult:
+    """Train `model` in place for one chunk, starting from the carried optimiser `state` (if any);
     it ends holding the selected checkpoint. `generator` draws the batch order and augmentation."""
     start = time.perf_counter()
     trainer = Trainer(model, settings, train.y.device,
-                      updates_per_epoch(len(train), settings.batch_size, distributed.world_size()), momentum, hooks)
+                      updates_per_epoch(len(train), settings.batch_size, distributed.world_size()), state, hooks)
     for hook in hooks:
         hook.before_fit(trainer)
     updates = images = 0
@@ -259,9 +230,8 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
     best_epoch, best_state = 0, None
     epochs_run, epoch_train_acc = 0, 0.0
     for epoch in range(settings.epochs):
-        trainer.lr = lr_at(settings, epoch)
         try:
-            stats = trainer.epoch(train, generator)
+            stats = trainer.epoch(train, generator, epoch)
         except NotFinite as err:
             raise NotFinite(err.what, err.update, f"epoch {epoch + 1} of {settings.epochs}") from None
         updates, images = updates + stats.updates, images + stats.images
@@ -291,7 +261,7 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
         train_acc=accuracy(model, train),
         val_acc=accuracy(model, val),
         seconds=time.perf_counter() - start,
-        momentum=trainer.optimizer.momentum_state(),
+        state=trainer.optimizer.carried_state(),
         epochs_run=epochs_run if settings.stop_at_train_acc is not None else None,
         epoch_train_acc=epoch_train_acc if settings.stop_at_train_acc is not None else None,
     )

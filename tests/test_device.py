@@ -101,7 +101,7 @@ def short_fit(device: torch.device, **settings):
 def test_a_short_fit_on_the_device_learns_and_is_deterministic(device):
     model, result, val = short_fit(device)
     assert result.val_acc > 0.5 and accuracy(model, val) == result.val_acc  # chance: 0.1
-    assert all(m.device.type == "cpu" for m in result.momentum.values())  # carried to the checkpoint
+    assert all(m.device.type == "cpu" for m in result.state["momentum"].values())  # carried to the checkpoint
     again, _, _ = short_fit(device)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
@@ -119,7 +119,8 @@ def boundary_on(device: torch.device, seed: int = 0) -> Boundary:
     return Boundary(initial={k: v.to(device) for k, v in build().state_dict().items()},
                     fresh_model=lambda: build().to(device), replay=images, new=images,
                     generator=torch.Generator().manual_seed(seed), run_generator=torch.Generator().manual_seed(9),
-                    momentum={n: torch.ones_like(p) for n, p in trained_like_model().to(device).named_parameters()})
+                    optimizer={"momentum": {n: torch.ones_like(p)
+                                            for n, p in trained_like_model().to(device).named_parameters()}})
 
 
 @pytest.mark.parametrize("kind", list(METHODS))
@@ -136,7 +137,7 @@ def test_every_method_forgets_on_the_device_as_on_the_cpu(device, kind):
         if hook:  # continual backprop: one update with its hook, in fp32 on either device (like with like)
             result = fit(model, boundary.replay, boundary.replay, TrainSettings(epochs=1, batch_size=32,
                                                                                   precision="fp32"),
-                         torch.Generator().manual_seed(0), boundary.momentum, [hook])
+                         torch.Generator().manual_seed(0), boundary.optimizer, [hook])
             assert result.updates == 2 and len(hook.state()["utility"]) == len(model.units)
         # copies (.cpu() of a CPU tensor is the tensor itself), taken after everything the method did
         results[where.type] = (reset, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
@@ -160,7 +161,7 @@ def test_the_mitigations_act_on_the_device_as_on_the_cpu(device):
         reset = method.forget(model, boundary)
         method.mitigate.at_boundary(model, reset, boundary.replay)
         fit(model, boundary.replay, boundary.replay, TrainSettings(epochs=2, batch_size=16, precision="fp32"),
-            torch.Generator().manual_seed(0), boundary.momentum, method.mitigate.hooks())
+            torch.Generator().manual_seed(0), boundary.optimizer, method.mitigate.hooks())
         states[where.type] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     for key, value in states[device.type].items():
         torch.testing.assert_close(value, states["cpu"][key], rtol=1e-3, atol=1e-4, msg=key)

@@ -140,24 +140,31 @@ def test_mitigations_are_options_of_any_method(params_dict):
     assert m.soft_targets and m.warmup == 0.3 and m.head_init == "class_means" and not m.fresh_optimizer
 
 
-def test_fresh_optimizer_trains_as_from_no_momentum():
-    """A fit that carries momentum but asks for a fresh optimizer ends where a fit without carried
-    momentum ends, weights and momentum alike; without the hook the carried momentum matters."""
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_fresh_optimizer_trains_as_from_no_carried_state(optimizer):
+    """A fit that carries an optimiser state but asks for a fresh optimizer ends where a fit without
+    a carried state ends, weights and state alike (Adam's step counts included); without the hook
+    the carried state matters."""
     from lure.methods.mitigations import FreshOptimizer
     from tests.conftest import digits_images
 
     train, val = digits_images(0, 96), digits_images(96, 128)
-    settings = TrainSettings(epochs=1, batch_size=16, lr_milestones=[])
-    carried = {n: torch.full_like(p, 0.5) for n, p in small_cnn(1, 10, width=4).named_parameters()}
+    settings = TrainSettings(optimizer=optimizer, epochs=1, batch_size=16, lr=0.01, lr_milestones=[])
+    params = dict(small_cnn(1, 10, width=4).named_parameters())
+    kinds = ("momentum",) if optimizer == "sgd" else ("exp_avg", "exp_avg_sq")
+    carried = {kind: {n: torch.full_like(p, 0.5) for n, p in params.items()} for kind in kinds}
+    if optimizer != "sgd":
+        carried["step"] = {n: torch.tensor(7.0) for n in params}
 
-    def run(momentum, hooks):
+    def run(state, hooks):
         torch.manual_seed(0)
         model = small_cnn(1, 10, width=4)
-        result = fit(model, train, val, settings, torch.Generator().manual_seed(0), momentum, hooks)
-        return model.state_dict(), result.momentum
+        result = fit(model, train, val, settings, torch.Generator().manual_seed(0), state, hooks)
+        return model.state_dict(), result.state
 
-    (fresh, fresh_momentum), (plain, plain_momentum) = run(carried, [FreshOptimizer()]), run(None, [])
+    (fresh, fresh_state), (plain, plain_state) = run(carried, [FreshOptimizer()]), run(None, [])
     assert all(torch.equal(fresh[k], plain[k]) for k in plain)
-    assert all(torch.equal(fresh_momentum[k], plain_momentum[k]) for k in plain_momentum)
+    assert all(torch.equal(fresh_state[kind][n], plain_state[kind][n]) for kind in plain_state
+               for n in plain_state[kind])
     with_carried, _ = run(carried, [])
     assert not torch.equal(with_carried["head.weight"], plain["head.weight"])

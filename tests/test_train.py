@@ -1,74 +1,21 @@
-"""The training loop on real digits: it learns, it is deterministic, and its SGD is PyTorch's."""
+"""The training loop on real digits: it learns and it is deterministic (its optimisers and schedule:
+tests/test_optim.py)."""
 
 import torch
-from torch import nn
 
 from lure.config import TrainSettings
 from lure.models import accuracy, set_input_stats, small_cnn
-from lure.train import SGD, fit, lr_at
+from lure.train import fit
 from tests.conftest import digits_images
 
 
-def steps(pairs, n):
-    for _ in range(n):
-        x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
-        for model, optimizer in pairs:
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-
-
-def assert_same(ours, opt, ref, ref_opt):
-    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q)
-        torch.testing.assert_close(opt.momentum_state()[name], ref_opt.state[q]["momentum_buffer"])
-
-
-def test_sgd_matches_torch_optim():
-    torch.manual_seed(0)
-    ours, ref = nn.Linear(5, 3), nn.Linear(5, 3)
-    ref.load_state_dict(ours.state_dict())
-    opt = SGD(list(ours.named_parameters()), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    steps([(ours, opt), (ref, ref_opt)], 5)
-    assert_same(ours, opt, ref, ref_opt)
-
-
-def test_sgd_continues_from_carried_momentum_like_torch_optim():
-    torch.manual_seed(0)
-    ref = nn.Linear(5, 3)
-    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    steps([(ref, ref_opt)], 3)  # the previous chunk
-    ours = nn.Linear(5, 3)
-    ours.load_state_dict(ref.state_dict())
-    carried = {n: ref_opt.state[p]["momentum_buffer"].clone() for n, p in ref.named_parameters()}
-    opt = SGD(list(ours.named_parameters()), lr=0.1, momentum=0.9, weight_decay=1e-3, buffers=carried)
-    steps([(ours, opt), (ref, ref_opt)], 3)
-    assert_same(ours, opt, ref, ref_opt)
-
-
-def test_sgd_skips_parameters_without_gradient():
-    model = nn.Linear(5, 3)
-    model.bias.requires_grad_(False)
-    bias = model.bias.detach().clone()
-    opt = SGD(list(model.named_parameters()), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    nn.functional.cross_entropy(model(torch.randn(4, 5)), torch.tensor([0, 1, 2, 0])).backward()
-    opt.step()
-    assert torch.equal(model.bias, bias)
-
-
-def test_lr_schedule_steps_at_milestones():
-    params = TrainSettings(lr=0.1, lr_milestones=[2, 4], lr_gamma=0.1, epochs=6)
-    assert [round(lr_at(params, e), 6) for e in range(6)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
-
-
-def train_once(seed=0, epochs=4, momentum=None, **overrides):
+def train_once(seed=0, epochs=4, state=None, **overrides):
     torch.manual_seed(seed)
     train, val = digits_images(0, 400), digits_images(400, 500)
     model = small_cnn(1, 10, width=8)
     set_input_stats(model, train.x)
     params = TrainSettings(**{"epochs": epochs, "batch_size": 32, "lr": 0.05, "lr_milestones": [3], **overrides})
-    result = fit(model, train, val, params, torch.Generator().manual_seed(seed), momentum)
+    result = fit(model, train, val, params, torch.Generator().manual_seed(seed), state)
     return model, result, val
 
 
@@ -95,13 +42,13 @@ def test_fit_is_deterministic_for_a_seed():
     b, rb, _ = train_once(seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert ra.val_acc == rb.val_acc and ra.train_acc == rb.train_acc
-    assert all(torch.equal(ra.momentum[k], rb.momentum[k]) for k in ra.momentum)
+    assert all(torch.equal(ra.state["momentum"][k], rb.state["momentum"][k]) for k in ra.state["momentum"])
 
 
 def test_carried_momentum_changes_the_first_updates():
     _, first, _ = train_once(seed=0, epochs=1)
     a, _, _ = train_once(seed=1, epochs=1)
-    b, _, _ = train_once(seed=1, epochs=1, momentum=first.momentum)
+    b, _, _ = train_once(seed=1, epochs=1, state=first.state)
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 

@@ -58,13 +58,13 @@ def test_redo_recycles_exactly_the_units_at_or_below_tau():
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ctx = boundary(fresh_cnn(), data, seed=3)
-    ctx.momentum = {n: torch.ones_like(p) for n, p in model.named_parameters()}
+    ctx.optimizer = {"momentum": {n: torch.ones_like(p) for n, p in model.named_parameters()}}
     reset = Redo(tau=tau, score_batch_size=64).forget(model, ctx)
     after = model.state_dict()
 
     # The rule, layer by layer in forward order: the recycled units' incoming rows drawn afresh
     # (within the layer's init bound), their BatchNorm entries a fresh layer's, their outgoing
-    # weights zero, the momentum of all of these cleared; everything else untouched.
+    # weights zero, the optimiser's buffers of all of these cleared; everything else untouched.
     expected = {k: v.clone() for k, v in before.items()}
     momentum = {n: torch.ones_like(p) for n, p in model.named_parameters()}
     layers = [(u.conv, u.bn, u.consumer) for u in model.units]
@@ -82,7 +82,7 @@ def test_redo_recycles_exactly_the_units_at_or_below_tau():
             momentum[name][idx] = 0.0
         momentum[f"{consumer}.weight"][:, idx] = 0.0
     assert [k for k in after if not torch.equal(after[k], expected[k])] == []
-    assert all(torch.equal(ctx.momentum[k], momentum[k]) for k in momentum)
+    assert all(torch.equal(ctx.optimizer["momentum"][k], momentum[k]) for k in momentum)
     assert reset["body.1.1.weight"] == pytest.approx(len(dormant[1]) / 16)
 
 
@@ -158,7 +158,7 @@ def test_continual_backprop_replaces_the_lowest_utility_mature_units_at_the_rate
         rows = (cbp.age[i + 1] != 0).nonzero().flatten() if i + 1 < len(cbp.age) else slice(None)
         consumer = model.get_submodule(units.consumer).weight
         assert torch.all(consumer[rows][:, replaced] == 0)
-        assert torch.all(trainer.optimizer.momentum_buffers()[f"{units.consumer}.weight"][rows][:, replaced] == 0)
+        assert torch.all(trainer.optimizer.state["momentum"][f"{units.consumer}.weight"][rows][:, replaced] == 0)
         assert torch.all(cbp.utility[i][replaced] == 0)
     # the share of entries recycled at least once: a quarter of each layer's rows and columns
     assert cbp.reset["body.0.0.weight"] == pytest.approx(0.25)

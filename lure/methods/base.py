@@ -27,6 +27,7 @@ from lure.config import Strict
 from lure.data import Images
 from lure.methods.mitigations import Mitigations
 from lure.models import Network
+from lure.optim import State
 from lure.train import Hook
 
 Reset = dict[str, float]  # per parameter tensor: the share of its old values forgotten
@@ -42,7 +43,7 @@ class Boundary:
     new: Images  # the new chunk's own training images (on the device)
     generator: torch.Generator  # the method's random draws at this chunk
     run_generator: torch.Generator  # the same draws at every chunk of a run (a split fixed for the run)
-    momentum: dict[str, torch.Tensor] = field(default_factory=dict)  # carried SGD momentum; a method may clear entries
+    optimizer: State = field(default_factory=dict)  # the carried optimiser state; a method may clear entries
     state: dict = field(default_factory=dict)  # the method's state from the previous chunk's checkpoint
     # the training's augmentation of a batch of stored images, with draws of its own (None: none)
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None

@@ -41,7 +41,7 @@ class UnitReplacement(MethodHook):
     every optimizer step from the step's batch (recorded by forward hooks while fitting); whole
     units of the accumulated replacement count recycle the eligible units of lowest bias-corrected
     utility (their utility and age back to 0). When an earlier epoch's checkpoint is selected, the
-    carried state and `reset` are still the last step's, as the momentum is."""
+    carried state and `reset` are still the last step's, as the optimiser's state is."""
 
     def __init__(self, model: Network, replacement_rate: float, maturity: int, decay: float,
                  generator: torch.Generator, state: dict) -> None:
@@ -72,7 +72,6 @@ class UnitReplacement(MethodHook):
 
     @torch.no_grad()
     def after_step(self, trainer: Trainer) -> None:
-        momentum = trainer.optimizer.momentum_buffers()
         for i, (units, consumer) in enumerate(zip(self.model.units, self.consumers)):
             # mean |w| of each input channel of the next layer: the unit's outgoing weights
             outgoing = consumer.weight.detach().abs().transpose(0, 1).flatten(1).mean(1)
@@ -88,7 +87,7 @@ class UnitReplacement(MethodHook):
             device = self.utility[i].device
             score = self.utility[i][eligible.to(device)] / unbiased.float().to(device)
             index = eligible[score.topk(count, largest=False).indices.cpu()]
-            recycle(self.model, units, index, self.generator, momentum, self.touched)
+            recycle(self.model, units, index, self.generator, trainer.optimizer.state, self.touched)
             self.utility[i][index.to(self.utility[i].device)] = 0.0
             self.age[i][index] = 0
 

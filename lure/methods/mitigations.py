@@ -23,8 +23,9 @@ class Mitigations(Strict):
     fresh_optimizer: true, warmup: 0.3, head_init: class_means}."""
 
     soft_targets: bool = Field(False, description="SGM's dynamic soft targets instead of one-hot labels")
-    fresh_optimizer: bool = Field(False, description="start each chunk with a new SGD state (zero momentum) "
-                                  "instead of the momentum carried over, as the official LURE code carries it")
+    fresh_optimizer: bool = Field(False, description="start each chunk with a new optimiser (zero momentum, or "
+                                  "Adam's moments and steps from 0) instead of the state carried over, as the "
+                                  "official LURE code carries it")
     warmup: Fraction = Field(0.0, description="a linear LR warm-up over this fraction of the chunk's updates")
     head_init: Literal["random", "class_means"] = Field(
         "random", description="class_means: when the method resets the whole head (as scratch does), row c "
@@ -50,8 +51,7 @@ class Mitigations(Strict):
 
 class FreshOptimizer(Hook):
     def before_fit(self, trainer: Trainer) -> None:
-        for buffer in trainer.optimizer.buffers:
-            buffer.zero_()
+        trainer.optimizer.reset()
 
 
 class Warmup(Hook):

@@ -16,7 +16,7 @@ class Redo(Method):
     """Recycle dormant units: a unit's mean activation on a seeded sample of the replay images
     (score_batches x score_batch_size, as ReDo samples its replay buffer), over its layer's mean, at
     most `tau` -> its incoming weights drawn afresh, its BN entries reset, its outgoing weights and
-    their momentum zeroed. Recycles once, when a chunk arrives (the paper: every few updates)."""
+    their optimiser buffers zeroed. Recycles once, when a chunk arrives (the paper: every few updates)."""
 
     kind: Literal["redo"] = "redo"
     tau: float = Field(0.1, ge=0.0, description="dormancy threshold (published: 0.025 and 0.1)")
@@ -31,5 +31,5 @@ class Redo(Method):
         touched: dict[str, torch.Tensor] = {}
         for units, active in zip(model.units, activity):
             dormant = (dormancy_scores(active) <= self.tau).nonzero().flatten()
-            recycle(model, units, dormant, boundary.generator, boundary.momentum, touched)
+            recycle(model, units, dormant, boundary.generator, boundary.optimizer, touched)
         return shares(touched)

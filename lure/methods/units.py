@@ -5,7 +5,7 @@ linear layer followed by a ReLU (the mlp), read by the next conv or linear layer
 declared per architecture). Recycling unit c draws its incoming weights afresh from the
 architecture's initial distribution (its bias 0), resets its BatchNorm entries, if any, to a fresh
 layer's (scale 1, shift 0, running mean 0, variance 1), zeroes its outgoing weights (so the
-network's function is unchanged at first) and clears the momentum of all of these.
+network's function is unchanged at first) and clears the optimiser's buffers of all of these.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch.utils.hooks import RemovableHandle
 
 from lure.methods.base import Reset
 from lure.models import Network, Units, as_float, initial_draw
+from lure.optim import State, clear_entries
 
 
 def watch_activity(model: Network, record: Callable[[int, torch.Tensor, int], None],
@@ -70,9 +71,10 @@ def dormancy_scores(activity: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def recycle(model: Network, units: Units, index: torch.Tensor, generator: torch.Generator,
-            momentum: dict[str, torch.Tensor], touched: dict[str, torch.Tensor]) -> None:
-    """Recycle the units `index` (CPU int64) of one layer, in place; mark the entries it set in
-    `touched` (boolean masks by parameter name, made as needed)."""
+            optimizer: State, touched: dict[str, torch.Tensor]) -> None:
+    """Recycle the units `index` (CPU int64) of one layer, in place, and clear the optimiser's
+    buffers of the entries it set; mark those in `touched` (boolean masks by parameter name, made
+    as needed)."""
     if not len(index):
         return
     conv, consumer = model.get_submodule(units.conv), model.get_submodule(units.consumer)
@@ -93,11 +95,9 @@ def recycle(model: Network, units: Units, index: torch.Tensor, generator: torch.
         if name not in touched:
             touched[name] = torch.zeros(params[name].shape, dtype=torch.bool)
     for name in incoming:
-        if name in momentum:
-            momentum[name][index.to(momentum[name].device)] = 0.0
+        clear_entries(optimizer, name, index)
         touched[name][index] = True
-    if outgoing in momentum:
-        momentum[outgoing][:, index.to(momentum[outgoing].device)] = 0.0
+    clear_entries(optimizer, outgoing, index, dim=1)
     touched[outgoing][:, index] = True
 
 
