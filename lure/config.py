@@ -32,6 +32,17 @@ class Strict(BaseModel):
 # --- data -------------------------------------------------------------------------------------
 
 
+class LabelNoise(Strict):
+    """Wrong labels in one chunk's training images, while that chunk is the one that arrives (Hare &
+    Tortoise's warm start: 10% of the data with half its labels wrong, then all of it)."""
+
+    chunk: int = Field(ge=1, description="the chunk whose training labels are noisy")
+    fraction: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        description="share of its training images (seeded) whose label is replaced by one of the other classes, "
+                    "drawn uniformly; its validation images and the test set keep theirs, and so does the chunk "
+                    "when later chunks replay it (each task's own labels, as Hare & Tortoise's code has them)")
+
+
 class ChunkedData(Strict):
     """How any source is cut into chunks."""
 
@@ -46,6 +57,8 @@ class ChunkedData(Strict):
                            "the k-th group of classes_per_chunk classes (in a seeded class order), at most "
                            "chunk_size images")
     classes_per_chunk: int = Field(2, ge=1, description="class_incremental only: classes per chunk")
+    label_noise: LabelNoise | None = Field(None, description="noisy labels in one chunk's training images; null: "
+                                           "none")
 
 
 class DigitsData(ChunkedData):

@@ -143,6 +143,7 @@ class Chunk:
 
     train: Images
     val: Images
+    noisy: int = 0  # training labels replaced by wrong ones (data.label_noise), while it is the new chunk
 
 
 # --- sources ----------------------------------------------------------------------------------
@@ -337,8 +338,11 @@ def check_source(data: DataSource) -> str:
 
 
 def check_chunks(params: Params, labels: np.ndarray) -> None:
-    """The chunks that params.yaml lists fit in the source's training pool, given by its labels
-    (raises, naming the key)."""
+    """The chunks that params.yaml lists fit in the source's training pool, given by its labels,
+    and the noisy one is one of them (raises, naming the key)."""
+    noise = params.data.label_noise
+    if noise and noise.chunk > params.n_chunks:
+        raise LureError(f"data.label_noise.chunk: {noise.chunk} is not one of the {params.n_chunks} chunks listed")
     cut_indices(params, labels, params.n_chunks)
 
 
@@ -577,7 +581,11 @@ def prepare(params: Params, out_dir: str | Path) -> tuple[dict, list[str]]:
                     raise LureError(f"data.path: train/ images are {part.x.shape[1:]}, test/ images "
                                     f"{test.x.shape[1:]} (channels, height, width); set data.image_size")
             name = paths.chunk_file(k)
-            save_arrays(tmp / name, {"x_train": train.x, "y_train": train.y, "x_val": val.x, "y_val": val.y})
+            arrays = {"x_train": train.x, "y_train": train.y, "x_val": val.x, "y_val": val.y}
+            if d.label_noise and d.label_noise.chunk == k:
+                arrays["y_train_noisy"] = noisy_labels(train.y, len(source.classes), d.label_noise.fraction,
+                                                       params.seed, k)
+            save_arrays(tmp / name, arrays)
             sizes.append((len(train), len(val)))
             del train, val  # their memory maps, before their files go
             shutil.rmtree(scratch)
@@ -601,6 +609,21 @@ def prepare(params: Params, out_dir: str | Path) -> tuple[dict, list[str]]:
     return meta, skipped
 
 
+def noise_metrics(chunk: Chunk) -> dict[str, int]:
+    """What a training stage records of the new chunk's noisy labels (nothing without any)."""
+    return {"noisy_labels": chunk.noisy} if chunk.noisy else {}
+
+
+def noisy_labels(labels: np.ndarray, classes: int, fraction: float, seed: int, k: int) -> np.ndarray:
+    """`labels` with int(fraction x n) of them, seeded, replaced by another class drawn uniformly
+    (Hare & Tortoise's rule)."""
+    rng = streams.label_noise(seed, k)
+    noisy = np.array(labels, dtype=np.int64)
+    wrong = rng.choice(len(noisy), int(fraction * len(noisy)), replace=False)
+    noisy[wrong] = (noisy[wrong] + rng.integers(1, classes, len(wrong))) % classes
+    return noisy
+
+
 def _prepared_file(prepared: Path, name: str) -> Path:
     path = Path(prepared) / name
     if not path.is_file():
@@ -618,7 +641,8 @@ def load_test(prepared: Path = paths.PREPARED) -> Images:
 
 
 def load_chunks(k: int, prepared: Path = paths.PREPARED) -> list[Chunk]:
-    """Chunks 1..k, checked against seen_<k>.json (the file DVC tracks for them)."""
+    """Chunks 1..k, checked against seen_<k>.json (the file DVC tracks for them). Chunk k, the new
+    one, has its noisy training labels where data.label_noise gave it some; the others their own."""
     prepared = Path(prepared)
     manifest = _prepared_file(prepared, paths.seen_file(k))
     expected = read_json(manifest).get("chunks", {})
@@ -628,7 +652,10 @@ def load_chunks(k: int, prepared: Path = paths.PREPARED) -> list[Chunk]:
         if not path.is_file() or md5(path) != expected.get(paths.chunk_file(i)):
             raise LureError(f"{path} does not match {manifest}: re-run the prepare stage")
         a = load_arrays(path, mmap=True)  # images are read as training uses them
-        chunks.append(Chunk(Images(a["x_train"], np.array(a["y_train"])), Images(a["x_val"], np.array(a["y_val"]))))
+        y_train = np.array(a["y_train"])
+        noisy = np.array(a["y_train_noisy"]) if i == k and "y_train_noisy" in a else y_train
+        chunks.append(Chunk(Images(a["x_train"], noisy), Images(a["x_val"], np.array(a["y_val"])),
+                            int((noisy != y_train).sum())))
     return chunks
 
 

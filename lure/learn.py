@@ -9,7 +9,7 @@ from pathlib import Path
 from lure import streams
 from lure.checkpoints import Checkpoint, cpu_state
 from lure.config import Params
-from lure.data import load_chunks, load_meta, replay
+from lure.data import load_chunks, load_meta, noise_metrics, replay
 from lure.device import pick_device, provenance
 from lure.models import model_for, set_input_stats
 from lure.placement import place
@@ -30,7 +30,8 @@ def learn(p: Params, seed: int, log_dir: Path) -> Learned:
     into `log_dir` as it goes."""
     p.check_run_seed(seed)
     device = pick_device(p.train)
-    first = replay(load_chunks(1), p.replay, p.seed)
+    chunks = load_chunks(1)
+    first = replay(chunks, p.replay, p.seed)
     placed = place({"train": first.train, "val": first.val}, device, p.train.placement)
     train, val = placed["train"], placed["val"]
 
@@ -45,7 +46,7 @@ def learn(p: Params, seed: int, log_dir: Path) -> Learned:
         except NotFinite as err:
             raise err.of_run(where, p.train.lr) from None
         log.close({"train_s": result.seconds})
-    return Learned(initial, Checkpoint(cpu_state(model), result.state),
-                   {"chunk_1": result.metrics(), "provenance": provenance(p, seed, device)},
+    metrics = {"chunk_1": {**result.metrics(), **noise_metrics(chunks[-1])}, "provenance": provenance(p, seed, device)}
+    return Learned(initial, Checkpoint(cpu_state(model), result.state), metrics,
                    f"{where}: val acc {result.val_acc:.4f} after {result.updates} updates on {device}")
 

@@ -18,7 +18,7 @@ from lure import distributed, paths, streams
 from lure.augment import random_crop_flip, random_resized_crop_flip
 from lure.checkpoints import Checkpoint, cpu_state, load_checkpoint
 from lure.config import Params
-from lure.data import Chunk, Images, load_chunks, load_meta, replay
+from lure.data import Chunk, Images, load_chunks, load_meta, noise_metrics, replay
 from lure.device import pick_device, provenance
 from lure.errors import LureError
 from lure.methods import Boundary, load_method
@@ -100,6 +100,7 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
     stability = gap_metrics(probe.curves, k) if probe else None
     metrics = {
         **result.metrics(),
+        **noise_metrics(chunks[-1]),
         "reset_fraction": reset_total,
         "reset_by_layer": reset_by_layer,
         "reset": reset,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 # Purposes of the data streams, keyed (seed, purpose, ...).
-POOL, VALIDATION, RESERVOIR, SHOTS, CLASS_ORDER, TEST_SUBSET, HELD_OUT = 0, 1, 2, 3, 4, 5, 6
+POOL, VALIDATION, RESERVOIR, SHOTS, CLASS_ORDER, TEST_SUBSET, HELD_OUT, LABEL_NOISE = 0, 1, 2, 3, 4, 5, 6, 7
 # Purposes of the training streams, keyed (run seed, k, purpose, method) or, for draws that stay
 # the same for a whole run, (run seed, purpose, method).
 BATCH_ORDER, FORGETTING, FRESH_MODEL, RUN_SPLIT, SCORING_AUGMENT = 0, 1, 2, 3, 4
@@ -99,6 +99,11 @@ def test_subset(seed: int) -> np.random.Generator:
 def held_out(seed: int, k: int) -> np.random.Generator:
     """Chunk k's held-out images for the continual evaluation."""
     return _numpy(seed, HELD_OUT, k)
+
+
+def label_noise(seed: int, k: int) -> np.random.Generator:
+    """Which of chunk k's training labels are wrong, and the wrong labels."""
+    return _numpy(seed, LABEL_NOISE, k)
 
 
 def corruption(seed: int, name: str, severity: int) -> torch.Generator:

@@ -181,3 +181,31 @@ def test_imagefolder_source_reads_real_images(in_tmp):
     for part, split in [("train", pool), ("test", test)]:
         for x, y in zip(split.x, split.y):
             assert expected[(part, x[0].tobytes())] == source.classes[y]
+
+
+def test_label_noise_replaces_a_seeded_share_of_one_chunks_training_labels_while_it_is_new(params_dict, in_tmp):
+    """Chunk 1 with half its training labels wrong (Hare & Tortoise's warm start): exactly that
+    many, each now another class, drawn across the classes; its images, its validation labels, the
+    other chunks and the test set as without noise; and chunk 1 replayed at chunk 2 has its own
+    labels again."""
+    params_dict["data"]["label_noise"] = {"chunk": 1, "fraction": 0.5}
+    prepare(params_with(params_dict, 2), in_tmp / "noisy")
+    params_dict["data"]["label_noise"] = None
+    prepare(params_with(params_dict, 2), in_tmp / "clean")
+    for name in ("test.npz", "chunk_2.npz"):
+        assert (in_tmp / "noisy" / name).read_bytes() == (in_tmp / "clean" / name).read_bytes(), name
+    clean, noisy = load_chunks(1, in_tmp / "clean")[0], load_chunks(1, in_tmp / "noisy")[0]
+    assert np.array_equal(np.asarray(noisy.train.x), np.asarray(clean.train.x))
+    assert np.array_equal(noisy.val.y, clean.val.y)
+    wrong = noisy.train.y != clean.train.y
+    assert wrong.sum() == int(0.5 * len(clean.train)) == noisy.noisy and clean.noisy == 0
+    moved = (noisy.train.y[wrong] - clean.train.y[wrong]) % 10  # the offset to the wrong class
+    assert set(np.unique(moved)) == set(range(1, 10))  # any other class, never the true one
+    replayed = load_chunks(2, in_tmp / "noisy")
+    assert np.array_equal(replayed[0].train.y, clean.train.y) and replayed[0].noisy == 0
+
+
+def test_label_noise_in_a_chunk_not_listed_is_refused(params_dict, in_tmp):
+    params_dict["data"]["label_noise"] = {"chunk": 3, "fraction": 0.5}
+    with pytest.raises(LureError, match="data.label_noise.chunk: 3 is not one of the 2 chunks"):
+        prepare(params_with(params_dict, 2), in_tmp / "prepared")
