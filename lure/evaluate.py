@@ -18,14 +18,14 @@ from lure.device import pick_device, provenance
 from lure.errors import LureError
 from lure.io import read_json
 from lure.metrics import anytime_summary, calibration, expected_calibration_error, fit_temperature, reliability
-from lure.models import model_for, predict
+from lure.models import accuracy, model_for, predict
 from lure.placement import place
 from lure.robustness import corruption_metrics
 from lure.stability import stability_summary
 
 # What the evaluation copies, per chunk, from the training stages' metrics.
 TRAINING_KEYS = ("val_acc", "train_acc", "gen_gap", "reset_fraction", "updates", "images", "epochs_run",
-                 "epoch_train_acc")
+                 "epoch_train_acc", "noisy_labels", "networks_val_acc")
 
 
 @dataclass
@@ -58,16 +58,24 @@ def evaluate(p: Params, method: str, seed: int) -> Evaluation:
     trained = training_metrics(method, seed, p.n_chunks)
     bins, batch = p.evaluate.ece_bins, p.evaluate.batch_size
 
-    def model_after(k: int) -> torch.nn.Module:
+    def model_after(k: int, network: str | None = None) -> torch.nn.Module:
+        """Chunk k's model, or the other network of that name its method carried (lure.methods.base)."""
+        checkpoint = load_checkpoint(paths.model(method, seed, k))
         model = model_for(p.model, meta, device)
-        model.load_state_dict(load_checkpoint(paths.model(method, seed, k)).weights)
+        model.load_state_dict(checkpoint.method_state["networks"][network] if network else checkpoint.weights)
         return model
+
+    def networks_after(k: int) -> dict[str, float]:
+        """The test accuracy of every other network chunk k's method carried (Hare & Tortoise's tortoise)."""
+        names = load_checkpoint(paths.model(method, seed, k)).method_state.get("networks", {})
+        return {name: accuracy(model_after(k, name), test, batch) for name in names}
 
     test_logits = [predict(model_after(k), test, batch) for k in range(1, p.n_chunks + 1)]
     test_errors = [int((logits.argmax(1) != test.y).sum()) for logits in test_logits]
     test_acc = [1 - errors / len(test) for errors in test_errors]
     per_chunk = {f"chunk_{k}": {"test_acc": acc, **{key: t[key] for key in TRAINING_KEYS if key in t},
-                                **({"stability": t["stability"]} if "stability" in t else {})}
+                                **({"stability": t["stability"]} if "stability" in t else {}),
+                                **({"networks_test_acc": others} if (others := networks_after(k)) else {})}
                  for k, (acc, t) in enumerate(zip(test_acc, trained), start=1)}
 
     # The last model: calibration on the test set (also after temperature scaling on its validation

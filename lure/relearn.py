@@ -95,6 +95,7 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
         log.close({"forget_s": forget_s, "train_s": result.seconds})
     if during:
         reset = {**reset, **during.reset}
+    networks = other_networks(p, meta, device, during.state() if during else {}, val)
 
     reset_total, reset_by_layer = reset_shares(model, reset)
     stability = gap_metrics(probe.curves, k) if probe else None
@@ -105,6 +106,7 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
         "reset_by_layer": reset_by_layer,
         "reset": reset,
         **({"stability": stability} if stability else {}),
+        **({"networks_val_acc": networks} if networks else {}),
         "provenance": provenance(p, seed, device),
     }
     gap = f", stability gap {stability['gap_depth']:.3f}" if stability else ""
@@ -112,6 +114,17 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
         Checkpoint(cpu_state(model), result.state, during.state() if during else {}), metrics,
         f"{name} seed {seed} chunk {k}: reset {reset_total:.3f} of the weights, val acc {result.val_acc:.4f} "
         f"after {result.updates} updates on {device}{gap}")
+
+
+def other_networks(p: Params, meta: dict, device: torch.device, state: dict, val: Images) -> dict[str, float]:
+    """The validation accuracy of each other network the method carries (its state's "networks",
+    e.g. Hare & Tortoise's tortoise), beside the model's."""
+    accuracies = {}
+    for name, weights in state.get("networks", {}).items():
+        network = model_for(p.model, meta, device)
+        network.load_state_dict(weights)
+        accuracies[name] = accuracy(network, val)
+    return accuracies
 
 
 def reset_shares(model: Network, reset: dict[str, float]) -> tuple[float, dict[str, float]]:

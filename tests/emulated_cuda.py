@@ -195,8 +195,9 @@ class _Mode(TorchDispatchMode):
                 self.rules.waited("a non_blocking copy to the device from pageable memory (the host waits)")
             return _mark(func(*args, **kwargs), to_cuda or on_cuda(args[0]))
         if name == "copy_":
-            if on_cuda(args[1]) and not on_cuda(args[0]):
-                self.rules.waited(f"copy to the host {tuple(args[1].shape)}")
+            destination, source = args[0], args[1]
+            if on_cuda(source) and not on_cuda(destination):
+                self.rules.waited(f"copy to the host {tuple(source.shape)}")
             return func(*args, **kwargs)
         if name in ("detach", "alias", "lift_fresh", "lift_fresh_copy", "_local_scalar_dense"):
             out = func(*args, **kwargs)
@@ -212,8 +213,10 @@ class _Mode(TorchDispatchMode):
         out = func(*args, **kwargs)
         if written:  # in place, or into out=: the outputs are those tensors, which keep their own device
             return out
-        if "device" in kwargs and (name.endswith("_like") or name.startswith("new_")):
-            cuda = to_cuda  # zeros_like(x, device="cpu"): the device asked for
+        if "device" in kwargs and name.endswith("_like"):
+            # zeros_like(x, device="cpu"): the device asked for. (new_* ops take self's: torch's own code
+            # calls them with the real device, the CPU, autograd's new_empty_strided for a gradient)
+            cuda = to_cuda
         if cuda:
             tree_map(lambda o: _mark(o) if isinstance(o, torch.Tensor) else o, out)
         return out
@@ -396,11 +399,6 @@ def emulated_cuda(report: Path | None = None):
                      torch.is_deterministic_algorithms_warn_only_enabled())
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # pick_device sets them
     threads = torch._C._is_multithreading_enabled()
-    # oneDNN on (a portable CPU setting turns it off): without it, a CPU convolution returns its weight
-    # gradient in the default layout where cuDNN returns the channels_last parameter's, and autograd's
-    # copy into a fresh CPU tensor of the parameter's layout cannot be told from a copy to the host
-    onednn = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = True
     _patch_tensor(patches, rules)
     _patch_cuda(patches)
     torch._C._set_multithreading_enabled(False)  # backward in this thread, under the mode
@@ -414,7 +412,6 @@ def emulated_cuda(report: Path | None = None):
     finally:
         patches.restore()
         torch._C._set_multithreading_enabled(threads)
-        torch.backends.mkldnn.enabled = onednn
         torch._C._set_only_lift_cpu_tensors(lift_cpu_only)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn

@@ -3,6 +3,8 @@ chunk of digits, in process: what each records, and what continual backprop carr
 chunk after."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ import yaml
 from lure import paths
 from lure.methods import METHODS
 from lure.stability import read_curve
-from tests.conftest import run_stage
+from tests.conftest import ROOT, run_stage
 
 TINY = {
     "data": {"source": "digits", "chunk_size": 120},
@@ -79,6 +81,15 @@ def test_every_method_records_what_it_reset(runs):
     assert metrics["head_reset"][2]["reset_by_layer"] == {"layer1": 0, "layer2": 0, "layer3": 0, "head": 1}
     assert 0.5 < reset["knowledge_evolution"] < 0.9
     assert 0 < reset["redo"] < 1
+    assert 0 < reset["dash"] <= 0.7  # 1 - the mean factor, which is at least min_scale 0.3
+    assert set(metrics["dash"][2]["reset"]) == {f"{m}.{p}" for m in ("body.0.0", "body.1.0", "body.3.0", "head")
+                                                  for p in ("weight",)} | {"head.bias"}
+    assert 0 < reset["fire"] <= 1 and set(metrics["fire"][2]["reset"]) == {"body.0.0.weight", "body.1.0.weight",
+                                                                              "body.3.0.weight", "head.weight"}
+    for m in ("l2_init", "parseval", "hare_tortoise"):  # they act in the loop, resetting nothing
+        assert reset[m] == 0.0
+    tortoise = metrics["hare_tortoise"][2]["networks_val_acc"]["tortoise"]
+    assert 0 <= tortoise <= 1 and tortoise != metrics["hare_tortoise"][2]["val_acc"]
     for m in metrics:
         assert metrics[m][2]["updates"] == CHUNK_2_UPDATES and 0 <= metrics[m][2]["val_acc"] <= 1
 
@@ -101,11 +112,46 @@ def test_every_method_runs_on_the_mlp(tmp_path):
               "methods": {kind: settings.get(kind, {}) for kind in METHODS}}
     metrics = run_methods(tmp_path, params)
     assert metrics["warm"]["reset_fraction"] == 0.0 and metrics["scratch"]["reset_fraction"] == 1.0
-    assert all(metrics[m]["reset_fraction"] > 0 for m in metrics if m != "warm"), \
+    in_the_loop = {"warm", "l2_init", "parseval", "hare_tortoise"}  # they reset nothing
+    assert all(metrics[m]["reset_fraction"] > 0 for m in metrics if m not in in_the_loop), \
         {m: metrics[m]["reset_fraction"] for m in metrics}
-    for m in ("redo", "continual_backprop"):
+    for m in ("redo", "continual_backprop", "snr"):
         assert {"body.1.weight", "body.3.weight"} & set(metrics[m]["reset"]), metrics[m]["reset"]
     assert set(metrics["later_layers"]["reset"]) >= {"body.3.weight", "head.weight"}
+
+
+# the stages in a fresh process: importing the tests would pin this process's kernels (conftest)
+RUN_IN_A_PROCESS = """
+import json, sys
+from pathlib import Path
+from stages import branch, learn, prepare, relearn
+methods = json.loads(sys.argv[1])
+prepare.main()
+learn.main(seed=0)
+for method in methods:
+    branch.main(method, seed=0)
+    relearn.main(method, 2, seed=0)
+print(json.dumps({m: json.loads(Path(f"metrics/relearn/seed_0/{m}/chunk_2.json").read_text()) for m in methods}))
+"""
+
+
+def test_every_method_runs_on_resnet18_with_every_mitigation(tmp_path):
+    """ResNet-18 (its shortcuts, its BatchNorm units) under each method, each with every stability-gap
+    mitigation on, through the stages: every chunk-2 run trains and records its metrics. In a process
+    of its own with fast kernels (every core, oneDNN: ResNet-18 takes minutes with portable ones)."""
+    params = {**TINY, "data": {"source": "digits", "chunk_size": 40}, "chunks": [{"k": 2, "prev": 1}],
+              "model": {"arch": "resnet18"}, "train": {**TINY["train"], "epochs": 1, "cpu_kernels": "fast"},
+              "stability": {"every": 0, "samples": 10},
+              "methods": {kind: {**SETTINGS.get(kind, {}), "mitigate": SGM["mitigate"]} for kind in METHODS}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ran = subprocess.run([sys.executable, "-c", RUN_IN_A_PROCESS, json.dumps(list(params["methods"]))], cwd=tmp_path,
+                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    metrics = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert set(metrics) == set(METHODS)
+    for m, chunk_2 in metrics.items():
+        assert chunk_2["updates"] > 0 and 0 <= chunk_2["val_acc"] <= 1, m
+    assert metrics["scratch"]["reset_fraction"] == 1.0 and metrics["fire"]["reset_fraction"] > 0
 
 
 def test_an_unknown_layer_name_is_refused_naming_the_key(runs, tmp_path):

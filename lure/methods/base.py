@@ -58,7 +58,9 @@ class MethodHook(Hook):
         return {}
 
     def state(self) -> dict:
-        """What to carry into the next chunk (saved in the checkpoint)."""
+        """What to carry into the next chunk (saved in the checkpoint). Under "networks", other
+        networks by name (weights as the model's state dict), which the stages evaluate beside the
+        model: their accuracies go to the metrics as networks_val_acc and networks_test_acc."""
         return {}
 
 
