@@ -25,7 +25,7 @@ def check(params_file: ParamsFile = PARAMS_FILE,
     import numpy as np
 
     from lure.config import load_params
-    from lure.data import check_chunks, check_source, known_pool_labels, load_source
+    from lure.data import check_chunks, check_source, describe_sizes, known_pool_labels, load_source
     from lure.device import pick_device
     from lure.methods import load_methods
     from lure.paths import stage_count
@@ -42,7 +42,7 @@ def check(params_file: ParamsFile = PARAMS_FILE,
         check_chunks(p, labels)
     data = p.data
     print(f"{params_file}: valid")
-    print(f"  data: {data.source}, {where}; {p.n_chunks} chunks of {data.chunk_size} images, seed {p.seed}; "
+    print(f"  data: {data.source}, {where}; {describe_sizes(data.chunk_size, p.n_chunks)}, seed {p.seed}; "
           + (f"they fit in its {len(labels)} training images" if labels is not None
              else "whether they fit needs the data: uv run lure check --data"))
     print(f"  run seeds: {', '.join(map(str, p.seeds))} (every method runs once per seed)")

@@ -43,10 +43,15 @@ class LabelNoise(Strict):
                     "when later chunks replay it (each task's own labels, as Hare & Tortoise's code has them)")
 
 
+ChunkSize = Annotated[int, Field(ge=2)]
+
+
 class ChunkedData(Strict):
     """How any source is cut into chunks."""
 
-    chunk_size: int = Field(ge=2, description="images per chunk, training and validation together")
+    chunk_size: ChunkSize | list[ChunkSize] = Field(
+        description="images per chunk, training and validation together; or a list, one size per chunk in order "
+                    "(iid only), e.g. [2500, 22500]: 10% of the data, then all of it under full replay")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each chunk held out for validation "
                                 "(the paper: 90/10)")
     shots_per_class: Annotated[int, Field(ge=1)] | None = Field(
@@ -60,14 +65,23 @@ class ChunkedData(Strict):
     label_noise: LabelNoise | None = Field(None, description="noisy labels in one chunk's training images; null: "
                                            "none")
 
+    @field_validator("split")
+    @classmethod
+    def _sizes_need_iid(cls, split: str, info):
+        if isinstance(info.data.get("chunk_size"), list) and split != "iid":
+            raise ValueError("a list of chunk sizes (data.chunk_size) needs split: iid (class-incremental chunks "
+                             "hold a group of classes each)")
+        return split
+
 
 class DigitsData(ChunkedData):
     """scikit-learn's bundled handwritten digits: 1797 real 8x8 images, no download."""
 
     source: Literal["digits"] = Field("digits", description="this section's source")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="stratified test split (360 images at 0.2)")
-    chunk_size: int = Field(175, ge=2, description="images per chunk, training and validation together "
-                            "(the digits pool of 1437 holds 8 chunks of 175)")
+    chunk_size: ChunkSize | list[ChunkSize] = Field(
+        175, description="images per chunk, training and validation together (the digits pool of 1437 holds 8 "
+                         "chunks of 175); or a list, one size per chunk in order (iid only)")
 
 
 class TorchvisionData(ChunkedData):
@@ -406,9 +420,12 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The section a field holds, or holds a list of."""
+    """The section a field holds (or null), or holds a list of."""
     if typing.get_origin(annotation) is list:
         annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (Union, types.UnionType):  # a section or null
+        sections = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = sections[0] if len(sections) == 1 else None
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
@@ -463,5 +480,7 @@ def describe(model: type[BaseModel], prefix: str = "", exclude: set[str] = froze
             yield key, "list", _default(field), field.description or " ".join((section.__doc__ or "").split())
             yield from describe(section, f"{key}[].")
         else:
-            yield key, "section", "", field.description or " ".join((section.__doc__ or "").split())
+            optional = not field.is_required() and field.get_default() is None
+            yield key, "section or null" if optional else "section", "null" if optional else "", \
+                field.description or " ".join((section.__doc__ or "").split())
             yield from describe(section, f"{key}.")

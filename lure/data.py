@@ -354,6 +354,14 @@ def cut_indices(params: Params, labels: np.ndarray, k: int) -> np.ndarray:
     return chunk_indices(len(labels), d.chunk_size, k, params.seed)
 
 
+def describe_sizes(chunk_size: int | list[int], n: int) -> str:
+    """'4 chunks of 175 images', or '2 chunks of 2500 and 22500 images'."""
+    if isinstance(chunk_size, int):
+        return f"{n} chunks of {chunk_size} images"
+    sizes = [str(size) for size in chunk_size[:n]]
+    return f"{n} chunks of {', '.join(sizes[:-1])} and {sizes[-1]} images"
+
+
 def _torchvision_split(dataset) -> Images:
     x = np.asarray(dataset.data)
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
@@ -514,15 +522,23 @@ class _ThisProcess:
 # --- chunking ---------------------------------------------------------------------------------
 
 
-def chunk_indices(pool_size: int, chunk_size: int, k: int, seed: int) -> np.ndarray:
-    """Pool indices of chunk k (1-based): a fixed slice of one seeded permutation."""
-    if k * chunk_size > pool_size:
-        raise LureError(
-            f"data.chunk_size: {k} chunks of {chunk_size} images need {k * chunk_size}, "
-            f"but the training pool has {pool_size}; lower data.chunk_size or list fewer chunks"
-        )
+def chunk_indices(pool_size: int, chunk_size: int | list[int], k: int, seed: int) -> np.ndarray:
+    """Pool indices of chunk k (1-based): a fixed slice of one seeded permutation, each chunk
+    chunk_size images long (or the k-th of a list of sizes)."""
+    if isinstance(chunk_size, int):
+        start, end = (k - 1) * chunk_size, k * chunk_size
+        asked = f"{k} chunks of {chunk_size} images need {end}"
+    else:
+        if k > len(chunk_size):
+            raise LureError(f"data.chunk_size: lists {len(chunk_size)} sizes, but chunk {k} is listed; give one size "
+                            "per chunk")
+        start, end = sum(chunk_size[: k - 1]), sum(chunk_size[:k])
+        asked = f"the {k} chunks' sizes add up to {end}"
+    if end > pool_size:
+        raise LureError(f"data.chunk_size: {asked}, but the training pool has {pool_size}; lower data.chunk_size "
+                        "or list fewer chunks")
     permutation = streams.pool(seed).permutation(pool_size)
-    return permutation[(k - 1) * chunk_size : k * chunk_size]
+    return permutation[start:end]
 
 
 def class_chunk_indices(labels: np.ndarray, classes_per_chunk: int, chunk_size: int, k: int, seed: int) -> np.ndarray:

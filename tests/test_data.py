@@ -42,6 +42,17 @@ def test_too_many_chunks_for_the_pool_are_refused():
         chunk_indices(1000, 100, 11, seed=0)
 
 
+def test_chunks_of_listed_sizes_cut_the_same_permutation():
+    """[10, 90] of a pool of 100: Hare & Tortoise's 10% then the rest; an int is the list of equal sizes."""
+    first, rest = (chunk_indices(100, [10, 90], k, seed=0) for k in (1, 2))
+    assert len(first) == 10 and len(rest) == 90 and set(first) | set(rest) == set(range(100))
+    assert np.array_equal(chunk_indices(100, [10, 10, 80], 2, seed=0), chunk_indices(100, 10, 2, seed=0))
+    with pytest.raises(LureError, match="the 2 chunks' sizes add up to 110, but the training pool has 100"):
+        chunk_indices(100, [20, 90], 2, seed=0)
+    with pytest.raises(LureError, match="data.chunk_size: lists 2 sizes, but chunk 3 is listed"):
+        chunk_indices(100, [10, 20], 3, seed=0)
+
+
 def test_validation_split_is_disjoint_and_sized():
     x = np.arange(200, dtype=np.uint8).reshape(200, 1, 1, 1)
     chunk = split_chunk(Images(x, np.arange(200)), 0.1, k=2, seed=0)
