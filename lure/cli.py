@@ -118,7 +118,8 @@ def keep_results(params_file: Path, evaluations: dict, folder: Path, with_plots:
     for method, runs in evaluations.items():
         for seed, evaluation in runs.items():
             write_json(paths.evaluation(method, seed, folder / "evaluate"), evaluation)
-    for plot in (paths.ACCURACY_PLOT, paths.STABILITY_PLOT, paths.CORRUPTION_PLOT, paths.RELIABILITY_PLOT, paths.TIMING):
+    for plot in (paths.ACCURACY_PLOT, paths.STABILITY_PLOT, paths.CORRUPTION_PLOT, paths.RELIABILITY_PLOT,
+                 paths.TIMING):
         if with_plots and plot.is_file():
             shutil.copyfile(plot, folder / plot.name)
 
@@ -189,11 +190,33 @@ def bench_table(name: str) -> str:
     kind = name.split("-")[0]
     tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table,
               "images": _images_table, "reproduce": _reproduce_table, "gpucheck": _gpucheck_table,
-              "reproducibility": _reproducibility_table}
+              "reproducibility": _reproducibility_table, "methods": _methods_table}
     if kind not in tables:
         raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
     lines, about = tables[kind](read_json(path))
     return "\n".join(lines) + f"\n\n({about}; {path.as_posix()})\n"
+
+
+def _methods_table(r: dict) -> tuple[list[str], str]:
+    """bench/methods.py: each method against its authors' function on the same model, weights and
+    batches; where a row misses the target, why (a footnote per distinct reason)."""
+    target = f"{r['target']:.0e}".replace("e-0", "e-")
+    lines = [f"| method | official function | model | compared | max abs difference | within {target} |",
+             "|---|---|---|---|---:|---|"]
+    reasons: list[str] = []
+    for row in r["rows"]:
+        within = "yes"
+        if not row["within_target"]:
+            why = row.get("why") or row["note"]
+            reasons += [why] if why not in reasons else []
+            within = f"no ({reasons.index(why) + 1})"
+        diff = row["max_abs_diff"]
+        lines.append(f"| {row['method']} | `{row['official']}` | {row['model']} | {row['compared']} | "
+                     f"{'0' if diff == 0 else f'{diff:.2e}'} | {within} |")
+    for i, why in enumerate(reasons, start=1):
+        lines += ["", f"({i}) {why}"]
+    m = r["machine"]
+    return lines, f"{m['cores']} cores, {m['cpu']}; fp32; torch {r['versions']['torch']}; commit {r['commit'][:10]}"
 
 
 def _pipeline_table(r: dict) -> tuple[list[str], str]:
@@ -337,7 +360,8 @@ def _corruptions_table(r: dict) -> tuple[list[str], str]:
                             f"lure/corruptions.py says {kind}: run bench/corruptions.py again")
         follows = kind + (f": {how}" if how else "")
         lines.append(f"| {row['corruption']} | {follows} | {severities(row, against_original)} | "
-                     f"{severities(row, difference('to_clean_db', 2))} | {severities(row, difference('ssim_to_clean', 3))} |")
+                     f"{severities(row, difference('to_clean_db', 2))} | "
+                     f"{severities(row, difference('ssim_to_clean', 3))} |")
     versions = ", ".join(v if v.startswith(k) else f"{k} {v}" for k, v in r["versions"].items())
     photos = r["frost_photos"]
     return lines, (f"{r['images']} CIFAR-10 test images, severities 1 / 2 / 3 / 4 / 5; '=' every byte equal, '-' "

@@ -2,6 +2,7 @@
 what it computes (tests/test_stage_methods.py runs them through the stages; bench/methods.py
 against the authors' code)."""
 
+import json
 import math
 
 import pytest
@@ -15,7 +16,7 @@ from lure.methods.dash import descent_directions
 from lure.methods.fire import newton_schulz, orthogonalised
 from lure.models import as_float, mlp
 from lure.train import Trainer, fit
-from tests.conftest import boundary, digits_images, snapshot, trained_like_model
+from tests.conftest import ROOT, boundary, digits_images, snapshot, trained_like_model
 
 
 def digits(n: int) -> Images:
@@ -255,3 +256,12 @@ def test_snr_thresholds_contract_to_the_percentile_point_or_grow():
     assert int(tau[0]) == 5 and int(tau[1]) == 100  # 2 x 50, at most tau_max
     assert int(tau[2]) == 2  # no history: the point is 1, raised to the window's images
     assert int(hook.hist[0].sum()) == 0  # the histograms restart
+
+
+def test_every_new_method_is_checked_against_its_authors_code():
+    """bench/methods.py's committed result: each method equals its authors' function somewhere to
+    within the target, and each row that misses it says why."""
+    result = json.loads((ROOT / "bench" / "results" / "methods-cpu.json").read_text())
+    within = {row["method"] for row in result["rows"] if row["within_target"] and row["max_abs_diff"] <= 1e-6}
+    assert within == {"dash", "fire", "l2_init", "parseval", "hare_tortoise", "snr"}
+    assert all(row.get("why") for row in result["rows"] if not row["within_target"])

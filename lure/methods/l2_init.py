@@ -16,7 +16,8 @@ from lure.models import Network
 class L2Init(Method):
     """While a chunk is relearned, the loss plus coefficient x ||theta - theta_0||^2, theta_0 the
     run's initial weights (before chunk 1), over every parameter: the paper's form, and FIRE's with
-    its coefficient halved. (DASH's code squares the sum of the layers' norms of the weights alone.)"""
+    its coefficient halved. (DASH's code squares the sum of the layers' norms of their weights,
+    BatchNorm's scales included and biases left out: another penalty.)"""
 
     kind: Literal["l2_init"] = "l2_init"
     coefficient: float = Field(1e-2, ge=0.0, description="lambda (DASH's code: 1e-2; FIRE's runs: coef / 2 with "

@@ -27,9 +27,11 @@ class Snr(Method):
     is below the threshold, else the threshold times `expansion`, within [window, tau_max], and the
     histograms restart. Units whose age reaches their threshold are recycled (incoming weights drawn
     afresh, BatchNorm entries reset, outgoing weights and their optimiser buffers zeroed; their age
-    counted in the histogram, then 0). FIRE's port's rules and defaults; its units are a layer's
-    pre-BatchNorm outputs, lure's are the units' own activations, after BatchNorm and the ReLU (the
-    official code's, on MLPs). Ages, histograms and thresholds carry over from chunk to chunk."""
+    counted in the histogram, then 0: what FIRE's port means to do, though its boolean-mask writes
+    leave outgoing weights and Adam's moments as they were). FIRE's port's rules and defaults; its
+    units are a layer's pre-BatchNorm outputs, lure's are the units' own activations, after
+    BatchNorm and the ReLU (the official code's, on MLPs). Ages, histograms and thresholds carry
+    over from chunk to chunk."""
 
     kind: Literal["snr"] = "snr"
     percentile: Fraction = Field(0.98, description="the point of a unit's inter-firing times its threshold "
