@@ -7,6 +7,19 @@ keep each one's results in results/<name> and time each `dvc repro`.
     uv run python bench/reproduce.py --only warmstart-mlp --suffix=-fresh \
         --set methods.warm.mitigate.fresh_optimizer=true ...              # a variant, kept apart
 
+Several runs at once, on DVC's own experiment queue (no executor of ours):
+
+    uv run python bench/reproduce.py --only chunks-mlp -j 2                    # the seeds, 2 at a time
+    uv run python bench/reproduce.py --only chunks-mlp -j 2 --split methods    # or the methods
+
+runs the stages every part shares first in the workspace (prepare and corrupt; with --split methods
+the chunk-1 training too), queues one experiment per seed (or method) with params.yaml holding only
+that part (`dvc exp run --queue`), starts N workers with cores/N threads each (`dvc queue start -j N`)
+and waits for them, then runs `dvc repro` in the workspace with the whole params.yaml: every stage
+comes back from DVC's run-cache and only the report runs. A failed queued experiment is reported
+with its log (`dvc queue logs`), and the bench stops; running it again runs only what is missing
+(what finished is in the run-cache).
+
 For each study: params.yaml <- presets/cifar10-<name>.yaml (with --data-root, data.root set to it
 and data.download off, and each --set KEY=VALUE applied as `dvc exp run -S` would), `dvc repro`
 (its output shown as it runs), then `lure results --keep results/<name><suffix>`. params.yaml is
@@ -69,6 +82,104 @@ def run_study(name: str, data_root: str | None, force: bool, sets: list[str], ke
             "methods": list(params["methods"]), **({"overrides": sets} if sets else {})}
 
 
+def dvc(*args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        sys.exit(f"error: dvc {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
+    return result
+
+
+def repro(*targets: str, cwd: Path = ROOT) -> tuple[int, int]:
+    """`dvc repro` in the workspace, shown as it runs: (stages run, stages kept or restored)."""
+    stages = kept = 0
+    with subprocess.Popen([sys.executable, "-m", "dvc", "repro", *targets], cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as run:
+        for line in run.stdout:
+            print(line, end="", flush=True)
+            stages += line.startswith("Running stage")
+            kept += line.startswith("Stage '") and ("didn't change" in line or "is cached" in line)
+    if run.returncode != 0:
+        sys.exit(f"error: dvc repro {' '.join(targets)} failed (exit {run.returncode})")
+    return stages, kept
+
+
+def queue_statuses(cwd: Path) -> dict[str, str]:
+    """Each queued experiment's status by name, from `dvc queue status`'s table."""
+    rows = dvc("queue", "status", cwd=cwd).stdout.splitlines()
+    return {cols[1]: cols[-1] for cols in (row.split() for row in rows[1:]) if len(cols) >= 4}
+
+
+def wait_for(names: list[str], cwd: Path, poll_s: float = 10.0) -> dict[str, str]:
+    """Poll until every named experiment has left the queue; print each change."""
+    seen: dict[str, str] = {}
+    while True:
+        statuses = queue_statuses(cwd)
+        for name in names:
+            if statuses.get(name) != seen.get(name):
+                print(f"queue: {name} {statuses.get(name, 'missing')}", flush=True)
+        seen = {name: statuses.get(name, "missing") for name in names}
+        if all(status not in ("Queued", "Running") for status in seen.values()):
+            return seen
+        time.sleep(poll_s)
+
+
+def run_queued(params: dict, jobs: int, split: str, label: str, cwd: Path = ROOT) -> dict:
+    """The pipeline of `params` as one queued experiment per seed or method, `jobs` at a time (each
+    with cores/jobs threads), after the stages they share; then `dvc repro` of the whole in the
+    workspace, which restores every stage from the run-cache and runs the report. Exits, with each
+    failed experiment's log, if one did not finish."""
+    parts = ([{"seeds": [seed]} for seed in params["seeds"]] if split == "seeds"
+             else [{"methods": {method: settings}} for method, settings in params["methods"].items()])
+
+    def write(values: dict) -> None:
+        (cwd / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+
+    start = time.perf_counter()
+    write(params)
+    shared, _ = repro("prepare", "corrupt", *(["learn"] if split == "methods" else []), cwd=cwd)  # once, not per part
+    stamp = time.strftime("%m%d%H%M%S")
+    names = []
+    for i, part in enumerate(parts):
+        write({**params, **part})
+        names.append(f"{label}-{split}-{i}-{stamp}")
+        dvc("exp", "run", "--queue", "-n", names[-1], cwd=cwd)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    dvc("queue", "start", "-j", str(jobs), cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    statuses = wait_for(names, cwd)
+    dvc("queue", "stop", cwd=cwd, check=False)  # the workers end once idle
+    queued_s = time.perf_counter() - start
+    write(params)
+    failed = [n for n, status in statuses.items() if status != "Success"]
+    for n in failed:
+        log = dvc("queue", "logs", n, cwd=cwd, check=False)
+        text = (log.stdout + log.stderr).strip() or "(DVC kept no log for it: treeverse/dvc#10673)"
+        print(f"--- {n}: {statuses[n]}; its log:\n{text}\n---", file=sys.stderr)
+    if failed:
+        sys.exit(f"error: {len(failed)} of {len(names)} queued experiments did not finish ({', '.join(failed)}): "
+                 "run the same command again; what finished comes back from DVC's run-cache")
+    restore_start = time.perf_counter()
+    stages, restored = repro(cwd=cwd)
+    restore_s = time.perf_counter() - restore_start
+    return {"seconds": round(time.perf_counter() - start, 1), "jobs": jobs, "split": split,
+            "experiments": len(names), "queued_s": round(queued_s, 1), "workspace_s": round(restore_s, 1),
+            "stages_shared": shared, "stages_run": stages, "stages_restored": restored}
+
+
+def run_study_queued(name: str, data_root: str | None, sets: list[str], kept: str, jobs: int, split: str) -> dict:
+    params = yaml.safe_load((ROOT / "presets" / f"cifar10-{name}.yaml").read_text())
+    if data_root:  # absolute: queued experiments run in copies under .dvc/tmp
+        params["data"].update(root=str(Path(data_root).resolve()), download=False)
+    for assignment in sets:
+        override(params, assignment)
+    ran = run_queued(params, jobs, split, kept)
+    subprocess.run([sys.executable, "-m", "lure.cli", "results", "--keep", f"results/{kept}"], cwd=ROOT, check=True)
+    print(f"{kept}: {ran['experiments']} experiments on {jobs} workers, then {ran['stages_run']} stages run and "
+          f"{ran['stages_restored']} restored in the workspace, {ran['seconds']:.0f} s", flush=True)
+    return {**ran, "seeds": params["seeds"], "methods": list(params["methods"]),
+            **({"overrides": sets} if sets else {})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=STUDIES, default=list(STUDIES))
@@ -77,6 +188,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a params override for every study, as dvc exp run -S takes it")
     parser.add_argument("--suffix", default="", help="keep as results/<name><suffix> (a variant beside the study)")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="queued experiments run at once (DVC's queue); "
+                        "1: one dvc repro in the workspace")
+    parser.add_argument("--split", choices=("seeds", "methods"), default="seeds",
+                        help="with -j: one queued experiment per seed, or per method")
     args = parser.parse_args()
 
     import torch
@@ -89,8 +204,11 @@ def main() -> None:
     saved = (ROOT / "params.yaml").read_text()
     try:
         for name in args.only:
-            result["studies"][name + args.suffix] = {
-                **run_study(name, args.data_root, args.force, args.set, name + args.suffix),
+            kept = name + args.suffix
+            ran = (run_study_queued(name, args.data_root, args.set, kept, args.jobs, args.split) if args.jobs > 1
+                   else run_study(name, args.data_root, args.force, args.set, kept))
+            result["studies"][kept + (f"-j{args.jobs}" if args.jobs > 1 else "")] = {
+                **ran,
                 "machine": {"cpu": cpu_name(), "cores": cores, "arch": platform.machine()},
                 "torch": torch.__version__, "python": platform.python_version(),
                 "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,

@@ -190,11 +190,71 @@ def bench_table(name: str) -> str:
     kind = name.split("-")[0]
     tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table,
               "images": _images_table, "reproduce": _reproduce_table, "gpucheck": _gpucheck_table,
-              "reproducibility": _reproducibility_table, "methods": _methods_table}
+              "reproducibility": _reproducibility_table, "methods": _methods_table, "stagecost": _stagecost_table,
+              "queue": _queue_table, "dvcscaling": _dvcscaling_table}
     if kind not in tables:
         raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
     lines, about = tables[kind](read_json(path))
     return "\n".join(lines) + f"\n\n({about}; {path.as_posix()})\n"
+
+
+def _stagecost_table(r: dict) -> tuple[list[str], str]:
+    """bench/stage_cost.py: a small stage's wall time by phase, then what DVC adds."""
+    seconds = r["seconds"]
+    phases = {"startup": "the interpreter", "imports": "imports (torch, pydantic, the library)",
+              "params": "reading params.yaml", "device": "the device, the CPU kernels pinned",
+              "data": "chunks, their check, replay sets", "check": "of which the chunks' check (sampled hashes)",
+              "model": "the network, its checkpoints",
+              "log": "dvclive's log (opened in a thread while the stage goes on)", "forgetting": "the method",
+              "training": "training, with its continual evaluation", "evaluation": "bookkeeping after training",
+              "writing": "the checkpoint and the metrics", "other": "the rest, exit included"}
+    lines = ["| phase | seconds |", "|---|---:|"]
+    lines += [f"| {about} | {seconds[name]:.3f} |" for name, about in phases.items() if name in seconds]
+    lines += [f"| **the stage's wall time** | **{seconds['wall']:.3f}** |",
+              f"| outside training (target ≤ {r['target_outside_training_s']}) | {r['outside_training_s']:.3f} |",
+              f"| `dvc repro --force --single-item` of the stage | {r['dvc_repro_s']:.3f} |",
+              f"| of which DVC's own | {r['dvc_own_s']:.3f} |"]
+    h = r["chunk_check"]
+    lines += ["", "| the chunks' check at a stage's start | seconds per GB |", "|---|---:|",
+              f"| full md5 of every chunk file (before) | {h['full_md5_s_per_gb']:.2f} |",
+              f"| size and 16 sampled blocks of 64 KiB per file (now) | {h['sampled_s_per_gb']:.4f} |"]
+    m = r["machine"]
+    return lines, (f"{r['stage']}; medians of {r['runs']} runs; {m['cores']} cores, {m['cpu']}; torch "
+                   f"{r['versions']['torch']}; commit {r['commit'][:10]}")
+
+
+def _dvcscaling_table(r: dict) -> tuple[list[str], str]:
+    """bench/dvc_scaling.py: DVC's own time against the number of stages, in all and per stage."""
+    lines = ["| stages | first `dvc repro` (s) | per stage | restore all from the run-cache (s) | per stage | "
+             "no-op `dvc repro` (s) | one stage's bookkeeping (s) | dvc.lock (KB) | its parse, pure / C (s) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in r["rows"]:
+        parse = row["parse_s"]
+        lines.append(f"| {row['stages']} | {row['first_repro_s']} | {row['per_stage_s']['first']} | "
+                     f"{row['restore_s']} | {row['per_stage_s']['restore']} | {row['noop_repro_s']} | "
+                     f"{row['one_stage_s']} | {row['lock_kb']} | {parse['pure_python']} / {parse['c_loader']} |")
+    m = r["machine"]
+    loader = "C loader installed" if r["c_loader_installed"] else "pure-Python loader"
+    return lines, (f"{m['cores']} cores, {m['cpu']}; {r['versions']['dvc']}, {loader}; "
+                   f"commit {r['commit'][:10]}")
+
+
+def _queue_table(r: dict) -> tuple[list[str], str]:
+    """bench/dvc_queue.py: one `dvc repro` against DVC's queue with N workers, same params, same machine."""
+    q, seq = r["queued"], r["sequential"]
+    same = ("every output byte-identical" if not r["outputs_that_differ"] else
+            f"{len(r['outputs_that_differ'])} of {r['outputs']} outputs differ")
+    lines = ["| run | seconds | stages |", "|---|---:|---|",
+             f"| one `dvc repro` | {seq['seconds']} | {seq['stages_run']} run |",
+             f"| DVC's queue, {q['jobs']} workers, one experiment per seed | {q['seconds']} | "
+             f"{q['stages_shared']} shared first, then {q['experiments']} experiments ({q['queued_s']} s in all); "
+             f"in the workspace {q['stages_restored']} restored from the run-cache and {q['stages_run']} run "
+             f"({q['workspace_s']} s) |",
+             f"| speed-up (target ≥ {r['target_speedup']}) | {r['speedup']} | {same} |"]
+    m = r["machine"]
+    return lines, (f"{r['preset']} with seeds {r['seeds']}, cpu_kernels {r['cpu_kernels']}; {m['cores']} cores, "
+                   f"{m['cpu']}; {r['versions']['dvc'] if 'dvc' in r['versions'] else ''}; torch "
+                   f"{r['versions']['torch']}; commit {r['commit'][:10]}")
 
 
 def _methods_table(r: dict) -> tuple[list[str], str]:

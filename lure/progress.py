@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,23 +26,53 @@ PLAIN_EVERY_S = 10.0
 
 class Log:
     """dvclive's log in `directory`, written as values arrive; `close` adds the stage's timing.
-    Used as a context: a stage that fails leaves no half-written log behind."""
+    Used as a context: a stage that fails leaves no half-written log behind.
+
+    dvclive's Live opens the DVC repository it runs in (~0.4 s of imports and reads per stage), so
+    it is opened in a thread of its own while the stage goes on: values logged before it is ready
+    wait for it, and go out in their order once it is."""
 
     def __init__(self, directory: Path) -> None:
-        from dvclive import Live  # ~1.5 s to import: only the training stages log
-
         self.directory = Path(directory)
         self.made = [p for p in [self.directory, *self.directory.parents] if not p.exists()]  # to undo on failure
+        self.live = None
+        self.waiting: list[tuple[int, dict]] | None = []  # values logged before Live was ready
+        self.lock = threading.Lock()
+        self.failure: BaseException | None = None
         # under DDP only the writer logs (every rank sees the same figures)
-        self.live = Live(dir=str(self.directory), dvcyaml=None, save_dvc_exp=False, report=None) \
-            if distributed.is_writer() else None
+        self.opening = threading.Thread(target=self._open, daemon=True) if distributed.is_writer() else None
+        if self.opening:
+            self.opening.start()
+
+    def _open(self) -> None:
+        try:
+            from dvclive import Live
+
+            live = Live(dir=str(self.directory), dvcyaml=None, save_dvc_exp=False, report=None)
+            with self.lock:
+                for step, values in self.waiting:
+                    self._write(live, step, values)
+                self.live, self.waiting = live, None
+        except BaseException as err:  # said by the stage's thread, in close()
+            self.failure = err
+
+    def _ready(self):
+        """The open Live, once the thread that opens it is done (re-raising what it raised)."""
+        if self.opening is not None:
+            self.opening.join()
+            self.opening = None
+        if self.failure is not None:
+            raise self.failure
+        return self.live
 
     def __enter__(self) -> Log:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        if error is None or self.live is None:
+        if error is None or not distributed.is_writer():
             return
+        if self.opening is not None:
+            self.opening.join()  # before its files are removed
         shutil.rmtree(self.directory, ignore_errors=True)
         for folder in self.made[1:]:  # the folders above it that it made, if nothing else went there
             try:
@@ -49,19 +80,27 @@ class Log:
             except OSError:
                 break
 
-    def log(self, step: int, **values: float | None) -> None:
-        if self.live is None:
-            return
-        self.live.step = step
+    @staticmethod
+    def _write(live, step: int, values: dict) -> None:
+        live.step = step
         for name, value in values.items():
             if value is not None and math.isfinite(value):  # an empty epoch has no loss
-                self.live.log_metric(name, value)
+                live.log_metric(name, value)
+
+    def log(self, step: int, **values: float | None) -> None:
+        if not distributed.is_writer():
+            return
+        with self.lock:
+            if self.waiting is not None:
+                self.waiting.append((step, values))
+                return
+        self._write(self.live, step, values)
 
     def close(self, timing: dict[str, float]) -> None:
         """Seconds the stage spent, apart from the metrics: timings differ from run to run."""
-        if self.live is None:
+        if not distributed.is_writer():
             return
-        self.live.end()
+        self._ready().end()
         write_json(self.directory / paths.STAGE_TIMING, {name: round(s, 3) for name, s in timing.items()})
 
 

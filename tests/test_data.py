@@ -106,6 +106,37 @@ def test_tampered_chunk_is_refused(params_dict, in_tmp):
         load_chunks(2, in_tmp / "prep")
 
 
+def test_the_chunk_check_reads_a_bounded_sample_of_a_large_file(tmp_path, monkeypatch):
+    """sampled_md5 (what load_chunks checks) sees a change of size or of a sampled block, and
+    reads 1 MiB of a 64 MiB file, where a full hash would read all of it."""
+    import builtins
+
+    from lure.io import sampled_md5
+
+    path = tmp_path / "chunk.npz"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 64 << 20, dtype=np.uint8).tobytes())
+    path.write_bytes(data)
+    read = []
+    real_open = builtins.open
+
+    def counting_open(*args, **kwargs):
+        f = real_open(*args, **kwargs)
+        real_read = f.read
+        f.read = lambda n=-1: read.append(len(chunk := real_read(n))) or chunk  # noqa: E731
+        return f
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    before = sampled_md5(path)
+    monkeypatch.undo()
+    assert sum(read) == 16 * (1 << 16)
+    data[-1] ^= 1  # the last block is sampled
+    path.write_bytes(data)
+    flipped = sampled_md5(path)
+    assert flipped != before
+    path.write_bytes(data + b"x")
+    assert sampled_md5(path) != flipped and sampled_md5(path).startswith(f"{(64 << 20) + 1}:")
+
+
 def make_chunks(n: int, size: int = 50) -> list[Chunk]:
     """Chunks whose labels are their (chunk, index) ids, so selections can be traced."""
     def split(k, part, m):

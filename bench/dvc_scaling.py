@@ -1,0 +1,131 @@
+"""Benchmark: how DVC's own time grows with the number of stages, on a pipeline of cheap stages
+shaped like lure's (each stage's lock entry as large as a relearn stage's: 24 deps, a params
+section of 40 keys, one output).
+
+    uv run python bench/dvc_scaling.py                    # 100 and 300 stages
+    uv run python bench/dvc_scaling.py --stages 100 300 1000
+
+For each size, in a fresh git + DVC repository: the first `dvc repro` (every stage runs: its
+command is a shell `echo`, so the time is DVC's), a no-op `dvc repro`, a `dvc repro` that restores
+every stage from the run-cache (outputs and dvc.lock removed), and the bookkeeping of one stage
+(`dvc repro --force --single-item`). Per stage: seconds / stages; linear growth keeps it flat.
+Also times parsing the resulting dvc.lock with ruamel's pure-Python and C loaders. Writes
+bench/results/dvcscaling-<arch>-<cores>cores.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE_FILES = 20  # + params file and the two data files: 24 deps, like a relearn stage
+
+
+def make_pipeline(root: Path, n: int) -> None:
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    (root / "code").mkdir()
+    for i in range(CODE_FILES):
+        (root / "code" / f"module_{i}.py").write_text(f"# module {i}\n" * 50)
+    (root / "data").mkdir()
+    for name in ("meta.json", "seen.json"):
+        (root / "data" / name).write_text("{}\n")
+    train = "\n".join(f"  key_{i}: {i}" for i in range(40))
+    (root / "params.yaml").write_text(f"items: {list(range(n))}\ntrain:\n{train}\n")
+    deps = "\n".join(f"        - code/module_{i}.py" for i in range(CODE_FILES))
+    (root / "dvc.yaml").write_text(f"""stages:
+  work:
+    foreach: ${{items}}
+    do:
+      cmd: echo ${{item}} > out/${{item}}.txt
+      deps:
+{deps}
+        - data/meta.json
+        - data/seen.json
+      params:
+        - train
+      outs:
+        - out/${{item}}.txt
+""")
+    (root / "out").mkdir()
+    (root / ".gitignore").write_text("/out\n")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "pipeline"],
+                   cwd=root, check=True)
+
+
+def dvc(root: Path, *args: str) -> float:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"dvc {' '.join(args)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def parse_seconds(lock: Path) -> dict:
+    from ruamel.yaml import YAML
+
+    text = lock.read_text()
+    seconds = {}
+    for name, pure in (("pure_python", True), ("c_loader", False)):
+        yaml = YAML(typ="safe", pure=pure)
+        start = time.perf_counter()
+        yaml.load(text)
+        seconds[name] = round(time.perf_counter() - start, 3)
+    return {"lock_kb": round(len(text) / 1024), "parse_s": seconds}
+
+
+def measure(n: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_pipeline(root, n)
+        first = dvc(root, "repro")
+        noop = dvc(root, "repro")
+        one = dvc(root, "repro", "--force", "--single-item", "work@0")
+        for out in (root / "out").iterdir():
+            out.unlink()
+        (root / "dvc.lock").unlink()
+        restore = dvc(root, "repro")
+        lock = parse_seconds(root / "dvc.lock")
+    row = {"stages": n, "first_repro_s": round(first, 1), "noop_repro_s": round(noop, 2),
+           "restore_s": round(restore, 1), "one_stage_s": round(one, 2), **lock}
+    row["per_stage_s"] = {"first": round(first / n, 3), "restore": round(restore / n, 3)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stages", type=int, nargs="+", default=[100, 300])
+    args = parser.parse_args()
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    rows = [measure(n) for n in args.stages]
+    from lure.device import cpu_name
+
+    try:
+        import _ruamel_yaml  # noqa: F401
+
+        c_loader = True
+    except ImportError:
+        c_loader = False
+    result = {"rows": rows, "c_loader_installed": c_loader,
+              "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+              "versions": {"dvc": subprocess.run([sys.executable, "-m", "dvc", "--version"], capture_output=True,
+                                                 text=True).stdout.strip(), "python": platform.python_version()},
+              "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip()}
+    out = ROOT / "bench" / "results" / f"dvcscaling-{platform.machine()}-{os.cpu_count()}cores.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
