@@ -1,7 +1,7 @@
 """Benchmark: where a small stage's wall time goes, and what DVC adds to it.
 
     uv run python bench/stage_cost.py                 # the default digits pipeline's `relearn warm 2`
-    uv run python bench/stage_cost.py --runs 9
+    uv run python bench/stage_cost.py --runs 9 --before 7094a89   # and the code at an earlier commit, same run
 
 Prepares the default pipeline (params.yaml as committed, digits) in a temporary folder up to the
 chunk-2 relearn of `warm`, then runs `python -m stages.relearn warm 2 --seed 0` --runs times, each
@@ -44,6 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_OUTSIDE_TRAINING_S = 2.5
+STAGE = "relearn@warm-0-chunk0"  # dvc.yaml's matrix names chunk 2, the first of `chunks`, chunk0
 
 # Runs in the stage's process: times each phase where the stage calls it, then writes the phases.
 TIMED_STAGE = r"""
@@ -58,6 +59,8 @@ import lure.progress as progress
 phases = {"imports": imported - started}
 
 def timed(owner, name, phase):
+    if not hasattr(owner, name):  # a function an earlier commit did not have
+        return
     original = getattr(owner, name)
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
@@ -81,11 +84,17 @@ timed(progress.Log, "__init__", "log")
 timed(progress.Log, "close", "log")
 timed(stage, "save_checkpoint", "writing")
 timed(stage, "write_json", "writing")
-stage.main("warm", 2, seed=0)
-phases["stage"] = time.perf_counter() - started
-print("PHASES " + json.dumps(phases), flush=True)
-import os
-os._exit(0)  # as lure.errors.run_command ends a stage that succeeded
+import functools
+from lure.errors import run_command
+
+@functools.wraps(stage.main)
+def main_then_report(*args, **kwargs):
+    stage.main(*args, **kwargs)
+    phases["stage"] = time.perf_counter() - started
+    print("PHASES " + json.dumps(phases), flush=True)
+
+sys.argv = ["stages.relearn", "warm", "2", "--seed", "0"]
+run_command(main_then_report)  # and leave as the stage's command line leaves
 """
 
 
@@ -98,15 +107,20 @@ def run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
     return seconds, result.stdout + result.stderr
 
 
-def pipeline_copy(where: Path) -> Path:
-    """The committed pipeline's files (not its outputs) in a git repository of its own."""
+def pipeline_copy(where: Path, commit: str | None) -> Path:
+    """The pipeline's files (not its outputs), as in the working tree or at `commit`, in a git
+    repository of its own."""
     root = where / "pipeline"
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for name in tracked:
-        source = ROOT / name
-        if source.is_file() and not name.startswith(("results/", "bench/")):
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
+    root.mkdir(parents=True)
+    if commit:
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    else:
+        listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+        for name in listed.stdout.split():
+            if (ROOT / name).is_file() and not name.startswith(("results/", "bench/")):
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, root / name)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "copy"],
@@ -132,21 +146,18 @@ def check_costs(prepared: Path, size_mb: int = 256) -> dict:
     return costs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+def measure(commit: str | None, runs: int) -> dict:
+    """The phases' medians over `runs` runs of the stage, and DVC's wall time for it, with the
+    pipeline's code as in the working tree or at `commit`."""
     env = {**os.environ, "PYTHONPATH": "", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
-        root = pipeline_copy(Path(tmp))
-        stage_name = "relearn@warm-0-chunk0"  # dvc.yaml's matrix names chunk 2, the first of `chunks`, chunk0
+        root = pipeline_copy(Path(tmp), commit)
         for stage in ("prepare", "learn@0", "branch@warm-0"):
             run([python, "-m", "dvc", "repro", "--single-item", stage], root, env)
-        startup = [run([python, "-c", "pass"], root, env)[0] for _ in range(args.runs)]
-        phases, walls = [], []
-        for _ in range(args.runs):
+        startup = [run([python, "-c", "pass"], root, env)[0] for _ in range(runs)]
+        phases = []
+        for _ in range(runs):
             wall, output = run([python, "-c", TIMED_STAGE], root, env)
             measured = json.loads(output.split("PHASES ", 1)[1].splitlines()[0])
             timing = json.loads((root / "metrics/stream/seed_0/warm/chunk_2/timing.json").read_text())
@@ -154,32 +165,40 @@ def main() -> None:
             measured["probe and loop"] = measured.pop("fit") - timing["train_s"]
             measured["wall"] = wall
             phases.append(measured)
-            walls.append(wall)
-        chunk_check = check_costs(root / "data" / "prepared")
-        dvc_walls = []
-        for _ in range(args.runs):
-            wall, _ = run([python, "-m", "dvc", "repro", "--force", "--single-item", stage_name], root, env)
-            dvc_walls.append(wall)
+        chunk_check = check_costs(root / "data" / "prepared") if commit is None else None
+        dvc_walls = [run([python, "-m", "dvc", "repro", "--force", "--single-item", STAGE], root, env)[0]
+                     for _ in range(runs)]
     median = {name: round(statistics.median(p.get(name, 0.0) for p in phases), 3) for name in phases[0]}
     median["startup"] = round(statistics.median(startup), 3)
     accounted = sum(v for k, v in median.items() if k not in ("wall", "stage", "check"))
     median["other"] = round(median["wall"] - accounted, 3)
-    outside = round(median["wall"] - median["training"], 3)
+    return {"seconds": median, "outside_training_s": round(median["wall"] - median["training"], 3),
+            "dvc_repro_s": round(statistics.median(dvc_walls), 3),
+            "dvc_own_s": round(statistics.median(dvc_walls) - median["wall"], 3),
+            **({"chunk_check": chunk_check} if chunk_check else {})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--before", metavar="COMMIT", help="also measure the pipeline's code at this commit")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     import torch
 
     from lure.device import cpu_name
 
     result = {
-        "stage": f"python -m stages.relearn warm 2 --seed 0 (the default digits pipeline: {stage_name})",
-        "runs": args.runs, "seconds": median, "outside_training_s": outside,
-        "target_outside_training_s": TARGET_OUTSIDE_TRAINING_S,
-        "chunk_check": chunk_check,
-        "dvc_repro_s": round(statistics.median(dvc_walls), 3),
-        "dvc_own_s": round(statistics.median(dvc_walls) - median["wall"], 3),
+        "stage": f"python -m stages.relearn warm 2 --seed 0 (the default digits pipeline: {STAGE})",
+        "runs": args.runs, **measure(None, args.runs), "target_outside_training_s": TARGET_OUTSIDE_TRAINING_S,
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
         "versions": {"torch": torch.__version__, "python": platform.python_version()}, "commit": commit,
     }
+    if args.before:
+        before = subprocess.run(["git", "rev-parse", args.before], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        result["before"] = {"commit": before, **measure(before, args.runs)}
     out = args.out or ROOT / "bench" / "results" / f"stagecost-{platform.machine()}-{os.cpu_count()}cores.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

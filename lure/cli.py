@@ -208,12 +208,20 @@ def _stagecost_table(r: dict) -> tuple[list[str], str]:
               "log": "dvclive's log (opened in a thread while the stage goes on)", "forgetting": "the method",
               "training": "training, with its continual evaluation", "evaluation": "bookkeeping after training",
               "writing": "the checkpoint and the metrics", "other": "the rest, exit included"}
-    lines = ["| phase | seconds |", "|---|---:|"]
-    lines += [f"| {about} | {seconds[name]:.3f} |" for name, about in phases.items() if name in seconds]
-    lines += [f"| **the stage's wall time** | **{seconds['wall']:.3f}** |",
-              f"| outside training (target ≤ {r['target_outside_training_s']}) | {r['outside_training_s']:.3f} |",
-              f"| `dvc repro --force --single-item` of the stage | {r['dvc_repro_s']:.3f} |",
-              f"| of which DVC's own | {r['dvc_own_s']:.3f} |"]
+    runs = [r] + ([r["before"]] if "before" in r else [])
+    lines = ["| phase | seconds |" + (f" at {r['before']['commit'][:7]} (before) |" if "before" in r else ""),
+             "|---|---:|" + ("---:|" if "before" in r else "")]
+
+    def row(label: str, key: str, bold: bool = False) -> str:
+        cells = [f"**{run[key]:.3f}**" if bold else f"{run[key]:.3f}" for run in runs]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    lines += ["| " + about + " | " + " | ".join(f"{run['seconds'].get(name, 0.0):.3f}" for run in runs) + " |"
+              for name, about in phases.items() if name in seconds]
+    lines += ["| **the stage's wall time** | " + " | ".join(f"**{run['seconds']['wall']:.3f}**" for run in runs) + " |",
+              row(f"outside training (target ≤ {r['target_outside_training_s']})", "outside_training_s"),
+              row("`dvc repro --force --single-item` of the stage", "dvc_repro_s"),
+              row("of which DVC's own", "dvc_own_s")]
     h = r["chunk_check"]
     lines += ["", "| the chunks' check at a stage's start | seconds per GB |", "|---|---:|",
               f"| full md5 of every chunk file (before) | {h['full_md5_s_per_gb']:.2f} |",
@@ -235,7 +243,7 @@ def _dvcscaling_table(r: dict) -> tuple[list[str], str]:
                      f"{row['one_stage_s']} | {row['lock_kb']} | {parse['pure_python']} / {parse['c_loader']} |")
     m = r["machine"]
     loader = "C loader installed" if r["c_loader_installed"] else "pure-Python loader"
-    return lines, (f"{m['cores']} cores, {m['cpu']}; {r['versions']['dvc']}, {loader}; "
+    return lines, (f"{m['cores']} cores, {m['cpu']}; DVC {r['versions']['dvc']}, {loader}; "
                    f"commit {r['commit'][:10]}")
 
 
@@ -253,7 +261,7 @@ def _queue_table(r: dict) -> tuple[list[str], str]:
              f"| speed-up (target ≥ {r['target_speedup']}) | {r['speedup']} | {same} |"]
     m = r["machine"]
     return lines, (f"{r['preset']} with seeds {r['seeds']}, cpu_kernels {r['cpu_kernels']}; {m['cores']} cores, "
-                   f"{m['cpu']}; {r['versions']['dvc'] if 'dvc' in r['versions'] else ''}; torch "
+                   f"{m['cpu']}; DVC {r['versions'].get('dvc', '?')}; torch "
                    f"{r['versions']['torch']}; commit {r['commit'][:10]}")
 
 
@@ -344,6 +352,9 @@ def _gpucheck_table(r: dict) -> tuple[list[str], str]:
             "identical weights" if determinism["identical"] else "weights differ")
     repro = ("not run" if not pipeline else f"{len(pipeline.get('stages') or {})} stages in {pipeline['seconds']} s"
              + ("" if pipeline.get("ok") else ", not finished"))
+    sharing = parts.get("sharing", {})
+    lines += [f"| two trainings sharing the device at once, together / one alone (ResNet-18, batch 64) | "
+              f"{number(sharing.get('together_over_alone'), 2)} | - |"]
     lines += [f"| device tests | {tests.get('summary') or 'not run'} | all pass |",
               f"| the same training in two processes | {same} | identical |",
               f"| `dvc repro` of presets/gpu-check.yaml | {repro} | - |"]
@@ -385,9 +396,12 @@ def _reproduce_table(r: dict) -> tuple[list[str], str]:
         # stages kept from an earlier run are not in the minutes: say so beside them
         kept = f" (+{s['stages_skipped']} kept from an earlier run)" if s.get("stages_skipped") else ""
         variant = f" (variant: {', '.join(s['overrides'])})" if s.get("overrides") else ""
+        if s.get("jobs"):  # DVC's queue: its experiments' stages, then the workspace's restore and report
+            variant += f" (DVC's queue, {s['jobs']} workers, an experiment per {s['split'][:-1]})"
+            kept = f" ({s['stages_restored']} restored from the run-cache)"
         lines.append(f"| {name}{variant} | {len(s['seeds'])} | {', '.join(s['methods'])} | "
                      f"{s['stages_run']}{kept} | {s['seconds'] / 60:.1f} |")
-    studies = [s for s in r["studies"].values() if not s.get("overrides")]  # the variants apart
+    studies = [s for s in r["studies"].values() if not s.get("overrides") and not s.get("jobs")]  # variants apart
     total = sum(s["seconds"] for s in studies) / 60
     label = "all" + (", variants apart" if len(studies) < len(r["studies"]) else "")
     lines.append(f"| {label} | | | {sum(s['stages_run'] for s in studies)} | {total:.1f} |")

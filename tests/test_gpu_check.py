@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ROOT
 
 CHECK = ["bench/gpu/check.py"]
-PARTS = ["machine", "throughput", "tests", "determinism", "pipeline", "compiled"]
+PARTS = ["machine", "throughput", "tests", "determinism", "sharing", "pipeline", "compiled"]
 
 
 def check(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -86,6 +86,8 @@ def test_every_part_runs_on_the_cpu_and_writes_its_own_file(dry_run):
     assert {"prepare", "learn@0", "corrupt", "relearn@lure-0-chunk0", "evaluate@warm-0", "report"} <= \
         set(pipeline["stages"])
     assert set(pipeline["summary"]) == {"warm", "scratch", "lure"} and "mca" in pipeline["summary"]["lure"]
+    sharing = part(out, "sharing")
+    assert sharing["alone_img_s"] > 0 and len(sharing["together_img_s"]) == 2 and sharing["together_over_alone"] > 0
     compiled = part(out, "compiled")
     assert compiled["rows"][0]["train_img_s"] > 0
     log = (out / "check.log").read_text()
@@ -131,7 +133,7 @@ def test_a_run_stopped_at_its_limit_keeps_the_parts_that_finished_and_the_rerun_
     assert merged.returncode == 0, merged.stderr
     result = json.loads((tmp_path / "merged.json").read_text())
     assert "passed" in result["parts"]["tests"]["summary"]
-    assert result["not_run"] == ["throughput", "determinism", "pipeline", "compiled"]
+    assert result["not_run"] == ["throughput", "determinism", "sharing", "pipeline", "compiled"]
 
 
 def test_collect_makes_the_committed_result_with_the_figures_against_the_targets(dry_run, tmp_path):

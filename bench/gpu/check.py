@@ -24,6 +24,8 @@ part that finished:
                with deterministic algorithms off
   tests        the device tests (pytest tests/test_device.py -k "cuda and not emulated")
   determinism  the same short training in two processes: the same weights, byte for byte
+  sharing      one training process alone, then two at once on the same device (DVC's queue with two
+               workers): their throughput together over the one's
   pipeline     `dvc repro` of presets/gpu-check.yaml, each stage timed
   compiled     ResNet-18 at batch 512 under torch.compile, a cold compile
 `run --rerun-from DIR` runs only the parts that DIR's run did not finish well (and the machine's
@@ -300,6 +302,32 @@ def part_determinism(r: Run) -> dict:
     return {"ok": identical, "identical": identical, "runs": runs}
 
 
+def part_sharing(r: Run) -> dict:
+    """Training throughput of one process alone on the device, then of two at once sharing it (what
+    DVC's queue with two workers does, README: "Several runs at once"): their sum over the one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sizes = ["--synthetic", "--images", "128", "--steps", "2", "--configs", "small_cnn:16"] if r.tiny else \
+        ["--data", str(r.data), "--configs", "resnet18:64"]
+
+    def train(name: str) -> dict:
+        out = r.work / f"sharing-{name}.json"
+        run = timed([sys.executable, "bench/throughput.py", "--device", r.device, *sizes, "--no-baseline",
+                     "--out", str(out)], r, r.left())
+        return {"rc": run["rc"], "timed_out": run["timed_out"],
+                "img_s": read_json(out)["rows"][0]["train_img_s"] if run["rc"] == 0 and out.is_file() else None}
+
+    alone = train("alone")
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(train, ["first", "second"]))
+    rates = [alone["img_s"], *(t["img_s"] for t in together)]
+    if None in rates:
+        failed = next(t for t in [alone, *together] if t["img_s"] is None)
+        return {"ok": False, "rc": failed["rc"], "timed_out": failed["timed_out"], "img_s": rates}
+    return {"ok": True, "alone_img_s": rates[0], "together_img_s": rates[1:],
+            "together_over_alone": round(sum(rates[1:]) / rates[0], 2)}
+
+
 def part_pipeline(r: Run) -> dict:
     """`dvc repro` of the GPU preset in a copy of the project, with each stage's time."""
     import yaml
@@ -368,7 +396,9 @@ PARTS = [
          "runs its CPU reference, plus 3 s for CUDA to start: about 15 s", part_tests),
     Part("determinism", 25, "two processes of about 6 s to start and decode 2,048 images, each with 64 updates "
          "of ResNet-18 at batch 64, under 1 s at the target: about 14 s", part_determinism),
-    Part("pipeline", 120, "13 stages: the dry run's took 29 s here (2 s a stage), plus about 3 s for CUDA to "
+    Part("sharing", 25, "three processes of about 6 s to start, the last two at once, each with 100 updates "
+         "of ResNet-18 at batch 64, under 1 s at the target: about 15 s", part_sharing),
+    Part("pipeline", 95, "13 stages: the dry run's took 29 s here (2 s a stage), plus about 3 s for CUDA to "
          "start in each of the 8 that compute, plus the training (3 x 4 x 1,350 ResNet-18 images), the "
          "corrupted sets and the evaluations (90,000 images each), about 15 s: about 65 s", part_pipeline),
     Part("compiled", 70, "6 s to start, then Inductor's cold compile of ResNet-18's training step: the small "
