@@ -4,13 +4,15 @@ section of 40 keys, one output).
 
     uv run python bench/dvc_scaling.py                    # 100 and 300 stages
     uv run python bench/dvc_scaling.py --stages 100 300 1000
+    uv run python bench/dvc_scaling.py --stages --folder-dep 100 150   # the code as one folder dep
 
 For each size, in a fresh git + DVC repository: the first `dvc repro` (every stage runs: its
 command is a shell `echo`, so the time is DVC's), a no-op `dvc repro`, a `dvc repro` that restores
 every stage from the run-cache (outputs and dvc.lock removed), and the bookkeeping of one stage
 (`dvc repro --force --single-item`). Per stage: seconds / stages; linear growth keeps it flat.
-Also times parsing the resulting dvc.lock with ruamel's pure-Python and C loaders. Writes
-bench/results/dvcscaling-<arch>-<cores>cores.json.
+Also times parsing the resulting dvc.lock with ruamel's pure-Python and C loaders. With
+--folder-dep, the same with the 20 code files as one folder dep (a smaller lock entry). Writes
+bench/results/dvcscaling-<arch>-<cores>cores.json, keeping the rows of sizes not measured again.
 """
 
 from __future__ import annotations
@@ -29,18 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_FILES = 20  # + params file and the two data files: 24 deps, like a relearn stage
 
 
-def make_pipeline(root: Path, n: int) -> None:
+def make_pipeline(root: Path, n: int, code_files: int = CODE_FILES) -> None:
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     (root / "code").mkdir()
     for i in range(CODE_FILES):
         (root / "code" / f"module_{i}.py").write_text(f"# module {i}\n" * 50)
+    code_deps = [f"code/module_{i}.py" for i in range(code_files)] if code_files else ["code"]
     (root / "data").mkdir()
     for name in ("meta.json", "seen.json"):
         (root / "data" / name).write_text("{}\n")
     train = "\n".join(f"  key_{i}: {i}" for i in range(40))
     (root / "params.yaml").write_text(f"items: {list(range(n))}\ntrain:\n{train}\n")
-    deps = "\n".join(f"        - code/module_{i}.py" for i in range(CODE_FILES))
+    deps = "\n".join(f"        - {path}" for path in code_deps)
     (root / "dvc.yaml").write_text(f"""stages:
   work:
     foreach: ${{items}}
@@ -83,10 +86,10 @@ def parse_seconds(lock: Path) -> dict:
     return {"lock_kb": round(len(text) / 1024), "parse_s": seconds}
 
 
-def measure(n: int) -> dict:
+def measure(n: int, code_files: int = CODE_FILES) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_pipeline(root, n)
+        make_pipeline(root, n, code_files)
         first = dvc(root, "repro")
         noop = dvc(root, "repro")
         one = dvc(root, "repro", "--force", "--single-item", "work@0")
@@ -95,8 +98,8 @@ def measure(n: int) -> dict:
         (root / "dvc.lock").unlink()
         restore = dvc(root, "repro")
         lock = parse_seconds(root / "dvc.lock")
-    row = {"stages": n, "first_repro_s": round(first, 1), "noop_repro_s": round(noop, 2),
-           "restore_s": round(restore, 1), "one_stage_s": round(one, 2), **lock}
+    row = {"stages": n, "code_deps": code_files or "the folder", "first_repro_s": round(first, 1),
+           "noop_repro_s": round(noop, 2), "restore_s": round(restore, 1), "one_stage_s": round(one, 2), **lock}
     row["per_stage_s"] = {"first": round(first / n, 3), "restore": round(restore / n, 3)}
     print(json.dumps(row), flush=True)
     return row
@@ -104,10 +107,17 @@ def measure(n: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stages", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--stages", type=int, nargs="*", default=[100, 300])
+    parser.add_argument("--folder-dep", type=int, nargs="*", default=[], metavar="STAGES",
+                        help="also these sizes with the code as one folder dep instead of 20 file deps")
     args = parser.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    rows = [measure(n) for n in args.stages]
+    out = ROOT / "bench" / "results" / f"dvcscaling-{platform.machine()}-{os.cpu_count()}cores.json"
+    kept = json.loads(out.read_text())["rows"] if out.is_file() else []  # rows of other sizes stay
+    measured = [measure(n) for n in args.stages] + [measure(n, 0) for n in args.folder_dep]
+    key = lambda row: (row["stages"], str(row.get("code_deps", CODE_FILES)))  # noqa: E731
+    rows = sorted({key(r): r for r in [*kept, *measured]}.values(), key=lambda r: (str(r.get("code_deps", "")),
+                                                                                     r["stages"]))
     from lure.device import cpu_name
 
     try:
@@ -122,7 +132,6 @@ def main() -> None:
                                                  text=True).stdout.strip(), "python": platform.python_version()},
               "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip()}
-    out = ROOT / "bench" / "results" / f"dvcscaling-{platform.machine()}-{os.cpu_count()}cores.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -327,7 +327,7 @@ def ours_loss(method, model: Network, initial: dict, data: Images, x, y) -> torc
     trainer = Trainer(model, TrainSettings(device="cpu", precision="fp32"), CPU, 1)
     method.relearning(model, edge(model, initial, data, data)).before_fit(trainer)
     model.train()
-    return trainer.loss(model(x), y)
+    return trainer.objective(model(x), y)
 
 
 def loss_and_gradients(loss: torch.Tensor, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -103,17 +104,26 @@ def repro(*targets: str, cwd: Path = ROOT) -> tuple[int, int]:
     return stages, kept
 
 
-def queue_statuses(cwd: Path) -> dict[str, str]:
-    """Each queued experiment's status by name, from `dvc queue status`'s table."""
+def queue_statuses(cwd: Path) -> tuple[dict[str, str], int]:
+    """Each queued experiment's status by name, from `dvc queue status`'s table, and the workers alive."""
     rows = dvc("queue", "status", cwd=cwd).stdout.splitlines()
-    return {cols[1]: cols[-1] for cols in (row.split() for row in rows[1:]) if len(cols) >= 4}
+    workers = next((sum(int(n) for n in re.findall(r"(\d+) (?:active|idle)", row)) for row in rows
+                    if row.startswith("Worker status")), 0)
+    tasks = [row.split() for row in rows[1:] if row.strip() and not row.startswith("Worker status")]
+    return {cols[1]: cols[-1] for cols in tasks if len(cols) >= 4}, workers
 
 
 def wait_for(names: list[str], cwd: Path, poll_s: float = 10.0) -> dict[str, str]:
-    """Poll until every named experiment has left the queue; print each change."""
+    """Poll until every named experiment has left the queue; print each change. Exits if the
+    workers are gone with experiments still queued (run the same command again)."""
     seen: dict[str, str] = {}
+    idle_polls = 0
     while True:
-        statuses = queue_statuses(cwd)
+        statuses, workers = queue_statuses(cwd)
+        idle_polls = idle_polls + 1 if workers == 0 else 0
+        if idle_polls >= 3 and any(statuses.get(n) == "Queued" for n in names):
+            sys.exit("error: DVC's queue workers are gone with experiments still queued: run the same command "
+                     "again (what finished comes back from the run-cache)")
         for name in names:
             if statuses.get(name) != seen.get(name):
                 print(f"queue: {name} {statuses.get(name, 'missing')}", flush=True)

@@ -356,9 +356,11 @@ def cut_indices(params: Params, labels: np.ndarray, k: int) -> np.ndarray:
 
 def describe_sizes(chunk_size: int | list[int], n: int) -> str:
     """'4 chunks of 175 images', or '2 chunks of 2500 and 22500 images'."""
-    if isinstance(chunk_size, int):
-        return f"{n} chunks of {chunk_size} images"
-    sizes = [str(size) for size in chunk_size[:n]]
+    sizes = [str(chunk_size)] if isinstance(chunk_size, int) else [str(size) for size in chunk_size[:n]]
+    if n == 1:
+        return f"1 chunk of {sizes[0]} images"
+    if len(sizes) == 1:
+        return f"{n} chunks of {sizes[0]} images"
     return f"{n} chunks of {', '.join(sizes[:-1])} and {sizes[-1]} images"
 
 
@@ -658,10 +660,12 @@ def load_test(prepared: Path = paths.PREPARED) -> Images:
 
 
 def load_chunks(k: int, prepared: Path = paths.PREPARED) -> list[Chunk]:
-    """Chunks 1..k, checked against seen_<k>.json (the file DVC tracks for them) by their sizes and
-    sampled hashes: DVC has hashed the files in full before the stage runs, and a check that read
-    them all would cost seconds per GB at every stage's start. Chunk k, the new one, has its noisy
-    training labels where data.label_noise gave it some; the others their own."""
+    """Chunks 1..k, checked against seen_<k>.json (the file DVC tracks for them, written by prepare
+    with the chunk files) by their sizes and sampled hashes: a chunk file rewritten or swapped shows
+    (the sampled last block holds the zip's directory, each array's CRC-32 in it), at a cost that
+    does not grow with the files, where a full hash cost seconds per GB at every stage's start.
+    Chunk k, the new one, has its noisy training labels where data.label_noise gave it some; the
+    others their own."""
     prepared = Path(prepared)
     manifest = _prepared_file(prepared, paths.seen_file(k))
     expected = read_json(manifest).get("samples", {})

@@ -90,6 +90,8 @@ class Log:
     def log(self, step: int, **values: float | None) -> None:
         if not distributed.is_writer():
             return
+        if self.failure is not None:  # dvclive could not open its log: say so now, not after training
+            raise self.failure
         with self.lock:
             if self.waiting is not None:
                 self.waiting.append((step, values))

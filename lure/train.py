@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -115,10 +115,21 @@ class Trainer:
         forward = distributed.data_parallel(model, device) if self.world > 1 else model
         self.forward = torch.compile(forward) if settings.compile else forward
         self.optimizer = make_optimizer(list(model.named_parameters()), settings, state)
-        self.loss = F.cross_entropy  # (logits, labels) -> loss; a hook may replace it
+        self.loss = F.cross_entropy  # (logits, labels) -> loss; a hook may replace it (SGM's soft targets)
+        self.penalties: list[Callable[[], torch.Tensor]] = []  # terms a hook adds to it (L2 Init, Parseval)
+        self.device_type = device.type
         self.lr = settings.lr  # the schedule's LR for the coming update
         self.updates = 0  # optimizer steps so far in this chunk
         self.epoch_updates = epoch_updates  # steps in each of settings.epochs
+
+    def objective(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """What an update minimises: the loss, plus every penalty computed from the live weights in
+        float32, whatever autocast the forward pass runs under (the regularisers' code has none)."""
+        loss = self.loss(logits, labels)
+        if self.penalties:
+            with torch.autocast(self.device_type, enabled=False):
+                loss = loss + sum(term() for term in self.penalties)
+        return loss
 
     def epoch(self, train: Images, generator: torch.Generator, number: int = 0) -> Epoch:
         """Epoch `number` (from 0) of the chunk: one pass over `train` in a seeded order. Raises
@@ -156,7 +167,7 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.forward(as_float(x))
-                loss = self.loss(logits, y)
+                loss = self.objective(logits, y)
             share = len(y) / size  # of the batch, this rank's (1.0 in one process: exact)
             losses.append(loss.detach().float() * share)  # summed over the ranks: the batch's mean loss
             correct += (logits.detach().argmax(1) == y).sum()

@@ -213,9 +213,9 @@ class _Mode(TorchDispatchMode):
         out = func(*args, **kwargs)
         if written:  # in place, or into out=: the outputs are those tensors, which keep their own device
             return out
-        if "device" in kwargs and name.endswith("_like"):
-            # zeros_like(x, device="cpu"): the device asked for. (new_* ops take self's: torch's own code
-            # calls them with the real device, the CPU, autograd's new_empty_strided for a gradient)
+        if "device" in kwargs and (name.endswith("_like") or name.startswith("new_")) and name != "new_empty_strided":
+            # zeros_like(x, device="cpu"), x.new_zeros(2, device="cpu"): the device asked for. (Autograd
+            # makes a gradient with new_empty_strided and the tensor's real device, the CPU: it keeps self's)
             cuda = to_cuda
         if cuda:
             tree_map(lambda o: _mark(o) if isinstance(o, torch.Tensor) else o, out)

@@ -5,10 +5,11 @@ import pytest
 
 from lure.config import ReplaySettings, parse_params
 from lure.data import (
-    decode,
     Chunk,
     Images,
     chunk_indices,
+    decode,
+    describe_sizes,
     load_chunks,
     load_source,
     load_test,
@@ -51,6 +52,9 @@ def test_chunks_of_listed_sizes_cut_the_same_permutation():
         chunk_indices(100, [20, 90], 2, seed=0)
     with pytest.raises(LureError, match="data.chunk_size: lists 2 sizes, but chunk 3 is listed"):
         chunk_indices(100, [10, 20], 3, seed=0)
+    assert [describe_sizes(size, n) for size, n in [([10, 90], 2), ([10, 20, 70], 3), ([10, 90], 1), (175, 4)]] == [
+        "2 chunks of 10 and 90 images", "3 chunks of 10, 20 and 70 images", "1 chunk of 10 images",
+        "4 chunks of 175 images"]
 
 
 def test_validation_split_is_disjoint_and_sized():

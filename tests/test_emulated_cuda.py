@@ -140,7 +140,7 @@ def test_an_op_without_a_deterministic_cuda_kernel_is_caught():
 
 def test_the_emulation_follows_cudas_rules_where_they_are_subtle():
     """CPU 0-dim tensors are scalars of elementwise ops, not of others, and never their outputs; a
-    write into a CPU tensor leaves it on the CPU; an explicit device of a *_like op is obeyed; a non_blocking copy
+    write into a CPU tensor leaves it on the CPU; an explicit device is obeyed; a non_blocking copy
     to the host is a race; a copy to the device from pageable memory makes the host wait."""
     with emulated_cuda() as rules:
         on_gpu, scalar = torch.ones((), device=CUDA), torch.ones(())
@@ -153,7 +153,7 @@ def test_the_emulation_follows_cudas_rules_where_they_are_subtle():
         host = torch.zeros(3)
         host[torch.tensor([0])] = on_gpu  # CUDA copies a 0-dim value to the indexed tensor's device
         assert not host.is_cuda and host.numpy()[0] == 1
-        assert not torch.zeros_like(on_gpu, device="cpu").is_cuda
+        assert not torch.zeros_like(on_gpu, device="cpu").is_cuda and on_gpu.new_zeros(2, device="cpu").is_cpu
         with pytest.raises(CudaRuleBroken, match="non_blocking copy to the host"):
             on_gpu.to("cpu", non_blocking=True)
         waits = len(rules.syncs)

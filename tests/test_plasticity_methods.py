@@ -2,6 +2,7 @@
 what it computes (tests/test_stage_methods.py runs them through the stages; bench/methods.py
 against the authors' code)."""
 
+import dataclasses
 import json
 import math
 
@@ -124,6 +125,25 @@ def test_fire_replaces_every_conv_and_linear_weight_and_keeps_the_rest():
     assert changed == set(reset) == {"body.0.0.weight", "body.1.0.weight", "body.3.0.weight", "head.weight"}
 
 
+def test_dash_sums_a_large_batchs_gradient_in_parts_that_fit_in_memory():
+    """A batch of more than PART images (a chunk of thousands) is put through in parts: its
+    direction is the whole batch's mean-loss gradient all the same (to float rounding)."""
+    import copy
+
+    from lure.methods.dash import PART
+
+    torch.manual_seed(0)
+    model = trained_like_model()
+    n = 2 * PART + 100
+    images = Images(torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (n,)))
+    directions = descent_directions(model, images, n, alpha=1.0)
+    probe = copy.deepcopy(model).eval()
+    F.cross_entropy(probe(as_float(images.x)), images.y).backward()
+    for name, p in probe.named_parameters():
+        if name in directions:
+            torch.testing.assert_close(directions[name], -p.grad, rtol=1e-4, atol=1e-6)
+
+
 # --- L2 Init and Parseval -----------------------------------------------------------------------
 
 
@@ -132,7 +152,7 @@ def penalty_of(kind: str, model, **settings) -> torch.Tensor:
     trainer = Trainer(model, TrainSettings(), torch.device("cpu"), 1)
     trainer.loss = lambda logits, labels: torch.zeros(())  # the penalty alone
     METHODS[kind](**settings).relearning(model, boundary()).before_fit(trainer)
-    return trainer.loss(None, None)
+    return trainer.objective(None, None)
 
 
 def test_l2_init_adds_lambda_times_the_squared_distance_to_the_initial_weights_and_its_gradient():
@@ -163,6 +183,25 @@ def test_parseval_penalises_each_weights_gram_matrix_and_each_batchnorm_scale():
     head = model.head.weight.detach()
     torch.testing.assert_close(model.head.weight.grad, 0.01 * 4 * (head @ head.T - torch.eye(10)) @ head)
     assert model.head.bias.grad is None and model.body[0][1].bias.grad is None  # biases free
+
+
+@pytest.mark.parametrize("kind", ["l2_init", "parseval"])
+def test_the_penalty_stays_when_a_mitigation_replaces_the_loss(kind):
+    """SGM's soft targets replace the trainer's loss after the method's hook has set up (the stage's
+    order): what an update minimises is still the soft-target loss plus the method's term."""
+    from lure.methods.mitigations import Mitigations
+
+    model = trained_like_model()
+    trainer = Trainer(model, TrainSettings(), torch.device("cpu"), 1)
+    hooks = [METHODS[kind](coefficient=1.0).relearning(model, boundary()),
+             *Mitigations(soft_targets=True).hooks()]
+    for hook in hooks:  # as fit() calls them
+        hook.before_fit(trainer)
+    logits, labels = torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
+    term = penalty_of(kind, model, coefficient=1.0)
+    assert float(term) > 1  # a term the loss cannot hide
+    torch.testing.assert_close(trainer.objective(logits, labels), trainer.loss(logits, labels) + term)
+    assert trainer.loss is not torch.nn.functional.cross_entropy  # the soft targets' loss
 
 
 # --- Hare & Tortoise ----------------------------------------------------------------------------
@@ -241,6 +280,11 @@ def test_snr_recycles_a_silent_unit_and_learns_each_units_threshold_from_its_fir
     # thresholds updated at update 0 (from no history: 16, the window's images then) and kept >= the window
     assert all(int(t.min()) >= 16 and int(t.max()) <= 20000 for t in state["tau"])
     assert state["ages"][0][silent] < 64  # counted from its recycling
+    # carried to the next chunk in the checkpoint: the histograms' set entries only, whole again on arrival
+    edge = dataclasses.replace(boundary(images=images), state=state)
+    carried = METHODS["snr"](window=32, threshold_every=4).relearning(model, edge)
+    assert all(torch.equal(a, b) for a, b in zip(carried.hist, hook.hist)) and any(int(h.sum()) for h in hook.hist)
+    assert sum(rows.numel() for rows in state["hist"]) < sum(h.numel() for h in hook.hist) / 100
 
 
 def test_snr_thresholds_contract_to_the_percentile_point_or_grow():

@@ -37,6 +37,9 @@ class Dash(Method):
         return shrink(model, directions, self.min_scale)
 
 
+PART = 512  # images per forward pass while DASH gathers its directions
+
+
 def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The convolutions and linear layers, in module order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -51,7 +54,10 @@ def descent_directions(model: nn.Module, images: Images, batch_size: int, alpha:
                if getattr(m, p) is not None}
     for x, y in zip(images.x.split(batch_size), images.y.split(batch_size)):
         probe.zero_grad()
-        F.cross_entropy(probe(as_float(x)), y).backward()
+        # the batch's mean loss, its gradient summed over parts of at most PART images: a chunk-sized
+        # batch would hold every image's activations at once (eval mode: each image's alone)
+        for xs, ys in zip(x.split(PART), y.split(PART)):
+            (F.cross_entropy(probe(as_float(xs)), ys) * (len(ys) / len(y))).backward()
         for name, module in layers:
             for part in ("weight", "bias"):
                 param = getattr(module, part)

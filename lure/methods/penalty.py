@@ -11,20 +11,11 @@ from lure.train import Trainer
 
 
 class Penalty(MethodHook):
-    """The loss becomes the loss the trainer had (cross-entropy, or a mitigation's) plus `term()`,
-    computed from the live weights at every update, in float32 whatever autocast the forward pass
-    runs under (the authors' code has none)."""
+    """Adds `term()`, computed from the live weights at every update, to what the trainer minimises
+    (Trainer.objective: the loss it has, cross-entropy or a mitigation's, plus its penalties)."""
 
     def __init__(self, term: Callable[[], torch.Tensor]) -> None:
         self.term = term
 
     def before_fit(self, trainer: Trainer) -> None:
-        loss = trainer.loss
-        device = next(trainer.model.parameters()).device.type
-
-        def penalised(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            base = loss(logits, labels)
-            with torch.autocast(device, enabled=False):
-                return base + self.term()
-
-        trainer.loss = penalised
+        trainer.penalties.append(self.term)

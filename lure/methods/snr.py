@@ -68,7 +68,8 @@ class SelfNormalizedResets(MethodHook):
         self.model, self.s, self.generator = model, settings, generator
         sizes = [unit_count(model, u) for u in model.units]
         self.ages = state.get("ages", [torch.zeros(n, dtype=torch.long) for n in sizes])
-        self.hist = state.get("hist", [torch.zeros(n, settings.tau_max + 1, dtype=torch.long) for n in sizes])
+        self.hist = [unpack(h, n, settings.tau_max + 1) for h, n in zip(state["hist"], sizes)] if "hist" in state \
+            else [torch.zeros(n, settings.tau_max + 1, dtype=torch.long) for n in sizes]
         self.tau = state.get("tau", [torch.full((n,), max(1, settings.tau_max // 2), dtype=torch.long) for n in sizes])
         self.step = state.get("step", 0)
         self.window: list[torch.Tensor | None] = [None] * len(sizes)  # per image, each unit's largest activation
@@ -129,4 +130,17 @@ class SelfNormalizedResets(MethodHook):
         return shares(self.touched)
 
     def state(self) -> dict:
-        return {"ages": self.ages, "hist": self.hist, "tau": self.tau, "step": self.step}
+        return {"ages": self.ages, "hist": [pack(h) for h in self.hist], "tau": self.tau, "step": self.step}
+
+
+def pack(hist: torch.Tensor) -> torch.Tensor:
+    """A histogram's nonzero entries as rows (unit, age, count): it restarts every threshold_every
+    updates, so few are set, where the whole (units, tau_max + 1) table is 160 kB a unit."""
+    where = hist.nonzero()
+    return torch.cat([where, hist[where[:, 0], where[:, 1]][:, None]], dim=1)
+
+
+def unpack(rows: torch.Tensor, units: int, ages: int) -> torch.Tensor:
+    hist = torch.zeros(units, ages, dtype=torch.long)
+    hist[rows[:, 0], rows[:, 1]] = rows[:, 2]
+    return hist
