@@ -143,7 +143,8 @@ def test_check_refuses_chunks_the_data_cannot_hold(tmp_path, read):
     ({"chunk_size": 20000}, ("data.chunk_size: 4 chunks of 20000 images need 80000", "50000")),
     ({"chunk_size": 30, "shots_per_class": 10}, ("4 chunks of 30 images need 120", "has 100")),
     ({"chunk_size": [40, 30, 20]}, ("data.chunk_size: lists 3 sizes, but chunk 4 is listed",)),
-    ({"chunk_size": [40, 30], "split": "class_incremental"}, ("data.split: a list of chunk sizes (data.chunk_size) needs split: iid",)),
+    ({"chunk_size": [40, 30], "split": "class_incremental"},
+     ("data.split: a list of chunk sizes (data.chunk_size) needs split: iid",)),
     ({"chunk_size": 100, "split": "class_incremental", "classes_per_chunk": 3}, ("data.classes_per_chunk", "has 10")),
 ])
 def test_check_knows_the_size_of_torchvisions_sources_without_their_files(tmp_path, data, phrases):
