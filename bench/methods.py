@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import importlib
 import json
 import os
@@ -759,11 +760,19 @@ def main() -> None:
               "versions": {"torch": torch.__version__, "python": platform.python_version(),
                            "einops": __import__("einops").__version__},
               "cpu_kernels": args.cpu_kernels, "dtype": "float32", "data": "scikit-learn digits (8x8)",
-              "rows": rows.rows}
+              "sources": sources(), "rows": rows.rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     missed = [r for r in rows.rows if not r["within_target"]]
     print(f"{len(rows.rows) - len(missed)} of {len(rows.rows)} within {args.target:g}; wrote {args.out}")
+
+
+def sources() -> dict[str, str]:
+    """The sha256 of each method module this compares (and their building blocks), by path: the
+    test suite checks that the committed result is of the code as it is."""
+    names = ("dash", "fire", "l2_init", "parseval", "penalty", "hare_tortoise", "snr", "units")
+    return {f"lure/methods/{n}.py": hashlib.sha256((ROOT / "lure" / "methods" / f"{n}.py").read_bytes()).hexdigest()
+            for n in names}
 
 
 if __name__ == "__main__":

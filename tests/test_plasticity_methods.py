@@ -3,6 +3,7 @@ what it computes (tests/test_stage_methods.py runs them through the stages; benc
 against the authors' code)."""
 
 import dataclasses
+import hashlib
 import json
 import math
 
@@ -309,3 +310,7 @@ def test_every_new_method_is_checked_against_its_authors_code():
     within = {row["method"] for row in result["rows"] if row["within_target"] and row["max_abs_diff"] <= 1e-6}
     assert within == {"dash", "fire", "l2_init", "parseval", "hare_tortoise", "snr"}
     assert all(row.get("why") for row in result["rows"] if not row["within_target"])
+    # of the code as it is: a method changed since needs bench/methods.py run again
+    stale = [path for path, digest in result["sources"].items()
+             if hashlib.sha256((ROOT / path).read_bytes()).hexdigest() != digest]
+    assert "lure/methods/dash.py" in result["sources"] and stale == [], f"run bench/methods.py again: {stale}"
