@@ -58,29 +58,30 @@ def evaluate(p: Params, method: str, seed: int) -> Evaluation:
     trained = training_metrics(method, seed, p.n_chunks)
     bins, batch = p.evaluate.ece_bins, p.evaluate.batch_size
 
-    def model_after(k: int, network: str | None = None) -> torch.nn.Module:
-        """Chunk k's model, or the other network of that name its method carried (lure.methods.base)."""
-        checkpoint = load_checkpoint(paths.model(method, seed, k))
+    def network(weights: dict) -> torch.nn.Module:
         model = model_for(p.model, meta, device)
-        model.load_state_dict(checkpoint.method_state["networks"][network] if network else checkpoint.weights)
+        model.load_state_dict(weights)
         return model
 
-    def networks_after(k: int) -> dict[str, float]:
-        """The test accuracy of every other network chunk k's method carried (Hare & Tortoise's tortoise)."""
-        names = load_checkpoint(paths.model(method, seed, k)).method_state.get("networks", {})
-        return {name: accuracy(model_after(k, name), test, batch) for name in names}
-
-    test_logits = [predict(model_after(k), test, batch) for k in range(1, p.n_chunks + 1)]
+    # each chunk's model, and the test accuracy of every other network its method carried
+    # (lure.methods.base: Hare & Tortoise's tortoise), each checkpoint read once
+    test_logits, others, last = [], [], None
+    for k in range(1, p.n_chunks + 1):
+        checkpoint = load_checkpoint(paths.model(method, seed, k))
+        last = network(checkpoint.weights)
+        test_logits.append(predict(last, test, batch))
+        others.append({name: accuracy(network(weights), test, batch)
+                       for name, weights in checkpoint.method_state.get("networks", {}).items()})
     test_errors = [int((logits.argmax(1) != test.y).sum()) for logits in test_logits]
     test_acc = [1 - errors / len(test) for errors in test_errors]
     per_chunk = {f"chunk_{k}": {"test_acc": acc, **{key: t[key] for key in TRAINING_KEYS if key in t},
                                 **({"stability": t["stability"]} if "stability" in t else {}),
-                                **({"networks_test_acc": others} if (others := networks_after(k)) else {})}
-                 for k, (acc, t) in enumerate(zip(test_acc, trained), start=1)}
+                                **({"networks_test_acc": nets} if nets else {})}
+                 for k, (acc, t, nets) in enumerate(zip(test_acc, trained, others), start=1)}
 
     # The last model: calibration on the test set (also after temperature scaling on its validation
     # images) and robustness on the corrupted sets.
-    last, logits = model_after(p.n_chunks), test_logits[-1]
+    logits = test_logits[-1]
     val = placed["val"]
     temperature = fit_temperature(predict(last, val, batch), val.y)
     final = {

@@ -40,9 +40,12 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    def live(self) -> list[int]:
-        """The positions of the parameters with a gradient: the others are skipped, as torch.optim skips them."""
-        return [i for i, p in enumerate(self.params) if p.grad is not None]
+    def live(self) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
+        """The positions, parameters and gradients of the parameters with a gradient: the others are
+        skipped, as torch.optim skips them."""
+        positions = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params = [self.params[i] for i in positions]
+        return positions, params, [p.grad for p in params]
 
     def buffers(self, kind: str) -> list[torch.Tensor]:
         return [self.state[kind][n] for n in self.names]
@@ -79,12 +82,10 @@ class SGD(Optimizer):
 
     @torch.no_grad()
     def step(self) -> None:
-        live = self.live()
+        live, params, grads = self.live()
         if not live:
             return
-        params = [self.params[i] for i in live]
         buffers = [self.buffers("momentum")[i] for i in live]
-        grads = [p.grad for p in params]
         if self.weight_decay:
             torch._foreach_add_(grads, params, alpha=self.weight_decay)
         torch._foreach_mul_(buffers, self.momentum)
@@ -105,11 +106,9 @@ class Adam(Optimizer):
 
     @torch.no_grad()
     def step(self) -> None:
-        live = self.live()
+        live, params, grads = self.live()
         if not live:
             return
-        params = [self.params[i] for i in live]
-        grads = [p.grad for p in params]
         exp_avgs = [self.buffers("exp_avg")[i] for i in live]
         exp_avg_sqs = [self.buffers("exp_avg_sq")[i] for i in live]
         steps = [self.buffers("step")[i] for i in live]

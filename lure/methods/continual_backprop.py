@@ -9,8 +9,8 @@ import torch
 from pydantic import Field
 
 from lure import distributed
-from lure.methods.base import Boundary, Method, MethodHook, Reset
-from lure.methods.units import recycle, shares, unit_count, watch_activity
+from lure.methods.base import Boundary, Method, MethodHook
+from lure.methods.units import Recycler, recycle, unit_count, watch_activity
 from lure.models import Network
 from lure.train import Trainer
 
@@ -36,7 +36,7 @@ class ContinualBackprop(Method):
                                boundary.state)
 
 
-class UnitReplacement(MethodHook):
+class UnitReplacement(Recycler):
     """Continual backprop's hook: per unit, a running utility and an age in updates, updated after
     every optimizer step from the step's batch (recorded by forward hooks while fitting); whole
     units of the accumulated replacement count recycle the eligible units of lowest bias-corrected
@@ -90,16 +90,6 @@ class UnitReplacement(MethodHook):
             recycle(self.model, units, index, self.generator, trainer.optimizer.state, self.touched)
             self.utility[i][index.to(self.utility[i].device)] = 0.0
             self.age[i][index] = 0
-
-    def after_fit(self, trainer: Trainer) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    @property
-    def reset(self) -> Reset:
-        """The fraction of each tensor's entries recycled at least once so far in this chunk."""
-        return shares(self.touched)
 
     def state(self) -> dict:
         return {"utility": [u.cpu() for u in self.utility], "age": self.age, "pending": self.pending}

@@ -12,8 +12,8 @@ from pydantic import Field
 
 from lure import distributed
 from lure.config import Fraction
-from lure.methods.base import Boundary, Method, MethodHook, Reset
-from lure.methods.units import recycle, shares, unit_count
+from lure.methods.base import Boundary, Method, MethodHook
+from lure.methods.units import Recycler, recycle, unit_count
 from lure.models import Network
 from lure.train import Trainer
 
@@ -61,7 +61,7 @@ def watch_peaks(model: Network, record: Callable[[int, torch.Tensor], None]) -> 
     return [model.get_submodule(u.bn or u.conv).register_forward_hook(hook(i)) for i, u in enumerate(model.units)]
 
 
-class SelfNormalizedResets(MethodHook):
+class SelfNormalizedResets(Recycler):
     """SNR's state per layer of units: the activations in the window, ages, histograms and thresholds."""
 
     def __init__(self, model: Network, settings: Snr, generator: torch.Generator, state: dict) -> None:
@@ -119,15 +119,6 @@ class SelfNormalizedResets(MethodHook):
         grown = (self.s.expansion * tau).long()
         self.hist[i].zero_()
         return torch.where(point < tau, point, grown).clamp(min=images, max=self.s.tau_max)
-
-    def after_fit(self, trainer: Trainer) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    @property
-    def reset(self) -> Reset:
-        return shares(self.touched)
 
     def state(self) -> dict:
         return {"ages": self.ages, "hist": [pack(h) for h in self.hist], "tau": self.tau, "step": self.step}

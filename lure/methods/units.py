@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from lure.methods.base import Reset
+from lure.methods.base import MethodHook, Reset
 from lure.models import Network, Units, as_float, initial_draw
 from lure.optim import State, clear_entries
+from lure.train import Trainer
 
 
 def watch_activity(model: Network, record: Callable[[int, torch.Tensor, int], None],
@@ -104,3 +105,22 @@ def recycle(model: Network, units: Units, index: torch.Tensor, generator: torch.
 def shares(touched: dict[str, torch.Tensor]) -> Reset:
     """The fraction of each tensor's entries marked in `touched`."""
     return {name: mask.float().mean().item() for name, mask in touched.items()}
+
+
+class Recycler(MethodHook):
+    """A hook that recycles units while a chunk is relearned (continual backprop, SNR): it watches
+    them through forward hooks (`handles`, removed when the chunk's training ends) and reports the
+    entries it recycled (`touched`)."""
+
+    handles: list[RemovableHandle]
+    touched: dict[str, torch.Tensor]
+
+    def after_fit(self, trainer: Trainer) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    @property
+    def reset(self) -> Reset:
+        """The fraction of each tensor's entries recycled at least once so far in this chunk."""
+        return shares(self.touched)
