@@ -26,13 +26,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import current_commit
 
 from lure import corruptions
 from lure.corruptions import FOLLOWS, SEVERITIES, corrupt_images, to_uint8
@@ -215,7 +215,7 @@ def main() -> None:
         original = load_original(original_path)
         rows = [compare(name, original[name], images) for name in names]
         photos_distance = frost_photo_distance(original)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = current_commit()
     versions = {m: __import__(m).__version__ for m in ("torch", "numpy", "scipy", "skimage", "cv2", "PIL")}
     versions["ImageMagick"] = __import__("wand.version").version.MAGICK_VERSION
     result = {"commit": commit, "machine": f"{cpu_name()} x{os.cpu_count()}",

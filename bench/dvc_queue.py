@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import current_commit  # noqa: E402
 from reproduce import ROOT, repro, run_queued  # noqa: E402
 
 TARGET_SPEEDUP = 1.3
@@ -76,7 +77,7 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "python": platform.python_version(),
                      "dvc": subprocess.run([sys.executable, "-m", "dvc", "--version"], capture_output=True,
                                            text=True).stdout.strip()},
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "commit": current_commit(),
     }
     out = ROOT / "bench" / "results" / f"queue-{platform.machine()}-{os.cpu_count()}cores.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

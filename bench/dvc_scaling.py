@@ -5,13 +5,17 @@ section of 40 keys, one output).
     uv run python bench/dvc_scaling.py                    # 100 and 300 stages
     uv run python bench/dvc_scaling.py --stages 100 300 1000
     uv run python bench/dvc_scaling.py --stages --folder-dep 100 150   # the code as one folder dep
+    uv run python bench/dvc_scaling.py --stages --split 10 --split-stages 100 300 1000   # 10 stages per file
 
 For each size, in a fresh git + DVC repository: the first `dvc repro` (every stage runs: its
 command is a shell `echo`, so the time is DVC's), a no-op `dvc repro`, a `dvc repro` that restores
 every stage from the run-cache (outputs and dvc.lock removed), and the bookkeeping of one stage
 (`dvc repro --force --single-item`). Per stage: seconds / stages; linear growth keeps it flat.
 Also times parsing the resulting dvc.lock with ruamel's pure-Python and C loaders. With
---folder-dep, the same with the 20 code files as one folder dep (a smaller lock entry). Writes
+--folder-dep, the same with the 20 code files as one folder dep (a smaller lock entry). With
+--split K, the same stages in several pipeline files of K stages each (`parts/part_<j>/dvc.yaml`,
+each with its own dvc.lock), upstream of one stage in the root dvc.yaml that reads them all, so
+that a plain `dvc repro` runs them: the layout that keeps each lock small. Writes
 bench/results/dvcscaling-<arch>-<cores>cores.json, keeping the rows of sizes not measured again.
 """
 
@@ -27,11 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import current_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 CODE_FILES = 20  # + params file and the two data files: 24 deps, like a relearn stage
 
 
-def make_pipeline(root: Path, n: int, code_files: int = CODE_FILES) -> None:
+def make_pipeline(root: Path, n: int, code_files: int = CODE_FILES, split: int = 0) -> None:
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     (root / "code").mkdir()
@@ -42,13 +48,15 @@ def make_pipeline(root: Path, n: int, code_files: int = CODE_FILES) -> None:
     for name in ("meta.json", "seen.json"):
         (root / "data" / name).write_text("{}\n")
     train = "\n".join(f"  key_{i}: {i}" for i in range(40))
-    (root / "params.yaml").write_text(f"items: {list(range(n))}\ntrain:\n{train}\n")
+    # the single file's foreach reads its items from the params file; split, each file lists its own
+    items = "" if split else f"items: {list(range(n))}\n"
+    (root / "params.yaml").write_text(f"{items}train:\n{train}\n")
     deps = "\n".join(f"        - {path}" for path in code_deps)
-    (root / "dvc.yaml").write_text(f"""stages:
-  work:
+    work = f"""  work:
     foreach: ${{items}}
     do:
       cmd: echo ${{item}} > out/${{item}}.txt
+      wdir: WDIR
       deps:
 {deps}
         - data/meta.json
@@ -57,9 +65,20 @@ def make_pipeline(root: Path, n: int, code_files: int = CODE_FILES) -> None:
         - train
       outs:
         - out/${{item}}.txt
-""")
+"""
+    if not split:
+        (root / "dvc.yaml").write_text("stages:\n" + work.replace("      wdir: WDIR\n", ""))
+    else:  # part j's file: its own items, the shared params file two levels up, commands run at the root
+        for j, start in enumerate(range(0, n, split)):
+            part = root / "parts" / f"part_{j}"
+            part.mkdir(parents=True)
+            items = list(range(start, min(start + split, n)))
+            (part / "dvc.yaml").write_text(f"vars:\n  - ../../params.yaml\n  - part_items: {items}\nstages:\n"
+                                           + work.replace("WDIR", "../..").replace("${items}", "${part_items}"))
+        (root / "dvc.yaml").write_text("stages:\n  summary:\n    cmd: ls out > summary.txt\n    deps:\n"
+                                       "      - out\n    outs:\n      - summary.txt\n")
     (root / "out").mkdir()
-    (root / ".gitignore").write_text("/out\n")
+    (root / ".gitignore").write_text("/out\n/summary.txt\n")
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "pipeline"],
                    cwd=root, check=True)
@@ -86,20 +105,24 @@ def parse_seconds(lock: Path) -> dict:
     return {"lock_kb": round(len(text) / 1024), "parse_s": seconds}
 
 
-def measure(n: int, code_files: int = CODE_FILES) -> dict:
+def measure(n: int, code_files: int = CODE_FILES, split: int = 0) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_pipeline(root, n, code_files)
+        make_pipeline(root, n, code_files, split)
         first = dvc(root, "repro")
         noop = dvc(root, "repro")
-        one = dvc(root, "repro", "--force", "--single-item", "work@0")
+        one = dvc(root, "repro", "--force", "--single-item", "parts/part_0/dvc.yaml:work@0" if split else "work@0")
         for out in (root / "out").iterdir():
             out.unlink()
-        (root / "dvc.lock").unlink()
+        locks = sorted(root.glob("**/dvc.lock"), key=lambda p: -p.stat().st_size)
+        for path in locks:
+            path.unlink()
         restore = dvc(root, "repro")
-        lock = parse_seconds(root / "dvc.lock")
+        lock = parse_seconds(locks[0])  # the largest
     row = {"stages": n, "code_deps": code_files or "the folder", "first_repro_s": round(first, 1),
            "noop_repro_s": round(noop, 2), "restore_s": round(restore, 1), "one_stage_s": round(one, 2), **lock}
+    if split:
+        row["stages_per_file"] = split
     row["per_stage_s"] = {"first": round(first / n, 3), "restore": round(restore / n, 3)}
     print(json.dumps(row), flush=True)
     return row
@@ -110,14 +133,18 @@ def main() -> None:
     parser.add_argument("--stages", type=int, nargs="*", default=[100, 300])
     parser.add_argument("--folder-dep", type=int, nargs="*", default=[], metavar="STAGES",
                         help="also these sizes with the code as one folder dep instead of 20 file deps")
+    parser.add_argument("--split", type=int, default=10, help="stages per pipeline file for --split-stages")
+    parser.add_argument("--split-stages", type=int, nargs="*", default=[], metavar="STAGES",
+                        help="also these sizes in several pipeline files of --split stages each")
     args = parser.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     out = ROOT / "bench" / "results" / f"dvcscaling-{platform.machine()}-{os.cpu_count()}cores.json"
     kept = json.loads(out.read_text())["rows"] if out.is_file() else []  # rows of other sizes stay
-    measured = [measure(n) for n in args.stages] + [measure(n, 0) for n in args.folder_dep]
-    key = lambda row: (row["stages"], str(row.get("code_deps", CODE_FILES)))  # noqa: E731
-    rows = sorted({key(r): r for r in [*kept, *measured]}.values(), key=lambda r: (str(r.get("code_deps", "")),
-                                                                                     r["stages"]))
+    measured = ([measure(n) for n in args.stages] + [measure(n, 0) for n in args.folder_dep]
+                + [measure(n, split=args.split) for n in args.split_stages])
+    key = lambda row: (row["stages"], str(row.get("code_deps", CODE_FILES)), row.get("stages_per_file", 0))  # noqa: E731
+    rows = sorted({key(r): r for r in [*kept, *measured]}.values(),
+                  key=lambda r: (r.get("stages_per_file", 0), str(r.get("code_deps", "")), r["stages"]))
     from lure.device import cpu_name
 
     try:
@@ -130,8 +157,7 @@ def main() -> None:
               "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
               "versions": {"dvc": subprocess.run([sys.executable, "-m", "dvc", "--version"], capture_output=True,
                                                  text=True).stdout.strip(), "python": platform.python_version()},
-              "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                       text=True).stdout.strip()}
+              "commit": current_commit()}
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from common import current_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 224
@@ -119,8 +120,9 @@ def run_prepare(work: Path, photos: Path, train: int, sample_memory: bool) -> di
 def training_speed(prepared: Path, images: int) -> dict:
     import torch
 
+    from lure.chunks import load_chunks
     from lure.config import ModelSettings, TrainSettings
-    from lure.data import Images, load_chunks
+    from lure.images import Images
     from lure.models import build_model, set_input_stats
     from lure.placement import Streamed, place
     from lure.train import Trainer, updates_per_epoch
@@ -193,7 +195,7 @@ def main() -> None:
     result = {
         "machine": {"cpu": cpu_name(), "cores": cores, "arch": platform.machine()},
         "torch": torch.__version__, "python": platform.python_version(),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "commit": current_commit(),
         "image_size": SIZE, "rows": rows, "extrapolated": extrapolated,
     }
     out = args.out or ROOT / "bench" / "results" / f"images-{platform.machine()}-{cores}cores.json"

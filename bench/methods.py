@@ -56,11 +56,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # Hare & Tortoise's progress bars (r
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import current_commit  # noqa: E402
 from torch import nn  # noqa: E402
 
 from lure.config import ModelSettings, TrainSettings  # noqa: E402
-from lure.data import Images  # noqa: E402
 from lure.device import cpu_name, pin_cpu_kernels  # noqa: E402
+from lure.images import Images  # noqa: E402
 from lure.methods import METHODS, Boundary  # noqa: E402
 from lure.models import Network, as_float, build_model, resnet, set_input_stats, small_cnn  # noqa: E402
 from lure.train import Hook, Trainer, fit  # noqa: E402
@@ -755,7 +756,7 @@ def main() -> None:
             compare_parseval(rows, fire, arch, data)
             compare_hare_tortoise(rows, hare_tortoise, arch, data)
         compare_snr(rows, fire, digits(1))
-    commit = git(ROOT, "rev-parse", "HEAD")
+    commit = current_commit()
     result = {"target": args.target, "commit": commit, "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
               "versions": {"torch": torch.__version__, "python": platform.python_version(),
                            "einops": __import__("einops").__version__},

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import current_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +39,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 def main() -> None:
     tests = "--tests" in sys.argv[1:]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = current_commit()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "lure"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)

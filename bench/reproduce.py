@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import yaml
+from common import current_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ("warmstart-mlp", "warmstart-cnn", "chunks-mlp", "fewshot-mlp")
@@ -221,8 +222,7 @@ def main() -> None:
                 **ran,
                 "machine": {"cpu": cpu_name(), "cores": cores, "arch": platform.machine()},
                 "torch": torch.__version__, "python": platform.python_version(),
-                "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                         text=True).stdout.strip(),
+                "commit": current_commit(),
             }
             out.write_text(json.dumps(result, indent=1) + "\n")
     finally:

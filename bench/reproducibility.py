@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import yaml
+from common import current_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIATIONS = {
@@ -116,7 +117,8 @@ CIFAR_RUN = """
 import sys, time, numpy as np, torch
 from pathlib import Path
 from lure.config import ImageFolderData, TrainSettings
-from lure.data import Images, decode, load_source
+from lure.images import Images
+from lure.sources import decode, load_source
 from lure.device import pick_device
 from lure.models import set_input_stats, small_cnn
 from lure.train import fit
@@ -161,7 +163,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10",
                         help="CIFAR-10 as an image folder (train/<class>/*)")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = current_commit()
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         site = scratch / "site"

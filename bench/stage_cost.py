@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import current_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_OUTSIDE_TRAINING_S = 2.5
 STAGE = "relearn@warm-0-chunk0"  # dvc.yaml's matrix names chunk 2, the first of `chunks`, chunk0
@@ -53,7 +55,10 @@ started = time.perf_counter()
 import stages.relearn as stage
 imported = time.perf_counter()
 import lure.relearn as library
-import lure.data as data
+try:
+    import lure.chunks as data
+except ImportError:  # a commit from before lure/data.py was split
+    import lure.data as data
 import lure.progress as progress
 
 phases = {"imports": imported - started}
@@ -184,7 +189,7 @@ def main() -> None:
     parser.add_argument("--before", metavar="COMMIT", help="also measure the pipeline's code at this commit")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = current_commit()
     import torch
 
     from lure.device import cpu_name

@@ -22,18 +22,19 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import current_commit
 
 from lure.config import ModelSettings, TrainSettings
-from lure.data import Images, decode, load_source
 from lure.device import cpu_name, pick_device
+from lure.images import Images
 from lure.models import build_model, predict
+from lure.sources import decode, load_source
 from lure.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +44,9 @@ def load_images(args) -> Images:
     if args.synthetic:
         rng = np.random.default_rng(0)
         return Images(rng.integers(0, 256, (args.images, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, args.images))
-    from lure.config import ImageFolderData
-
     import tempfile
+
+    from lure.config import ImageFolderData
 
     source = load_source(ImageFolderData(source="imagefolder", path=args.data, chunk_size=2), seed=0)
     with tempfile.TemporaryDirectory() as scratch:
@@ -155,10 +156,7 @@ def main() -> None:
                                        cpu_kernels=args.cpu_kernels))
     images = load_images(args)
     cpu = f"{cpu_name()} x{os.cpu_count()}"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:  # no git where the device check runs
-        commit = None
+    commit = current_commit()  # None where the device check runs: no git there
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu, "commit": commit,
               "torch": torch.__version__, "python": platform.python_version(),
               "data": "synthetic" if args.synthetic else "cifar10", "compile": args.compile,

@@ -3,11 +3,14 @@
     uv run python docs/figures.py
 
 Each figure is `dvc plots show` of a kept results file with one of the pipeline's own templates
-(.dvc/plots/), rendered to PNG in headless Chromium (Debian's package `chromium`). The paired
+(.dvc/plots/), rendered to PNG in headless Chromium (Debian's package `chromium`), without the
+page's action menu and, a figure having one revision, without the legend of revisions. The paired
 differences are computed here from the kept evaluations, as `lure results --paired` computes them."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +63,45 @@ def paired_csv(name: str, metrics: tuple[str, ...], folder: Path) -> Path:
     return path
 
 
+# dvc plots show's page embeds each plot as `var spec = {JSON on one line}; vegaEmbed('#id', spec);`
+EMBED = re.compile(r"var spec = (?P<spec>\{.*\});(?P<gap>\s*)vegaEmbed\('(?P<id>[^']+)', spec\);")
+LEGENDS = {"color", "fill", "stroke", "shape", "size", "strokeDash", "strokeWidth", "opacity", "fillOpacity",
+           "strokeOpacity", "angle"}  # the encoding channels with a legend
+
+
+def revisions(node: object) -> set[str]:
+    """The revisions (`rev`, added by DVC to every data point) in a vega-lite spec's data."""
+    if isinstance(node, dict):
+        own = {node["rev"]} if isinstance(node.get("rev"), str) else set()
+        return own.union(*(revisions(v) for v in node.values()))
+    return set().union(*(revisions(v) for v in node)) if isinstance(node, list) else set()
+
+
+def drop_rev_legends(node: object) -> None:
+    """No legend for an encoding by revision, anywhere in a vega-lite spec (the encodings stay)."""
+    if isinstance(node, dict):
+        for channel, encoding in node.get("encoding", {}).items():
+            if channel in LEGENDS and isinstance(encoding, dict) and encoding.get("field") == "rev":
+                encoding["legend"] = None
+    for value in node.values() if isinstance(node, dict) else node if isinstance(node, list) else ():
+        drop_rev_legends(value)
+
+
+def for_figure(page: str) -> str:
+    """dvc plots show's page as a figure: without vega-embed's action menu (the "..." button), and
+    without the legend of revisions (`rev: workspace`) in a plot of one revision."""
+    def embed(match: re.Match) -> str:
+        spec = json.loads(match["spec"])
+        if len(revisions(spec)) <= 1:
+            drop_rev_legends(spec)
+        return f"var spec = {json.dumps(spec)};{match['gap']}vegaEmbed('{match['id']}', spec, {{\"actions\": false}});"
+
+    figure, embedded = EMBED.subn(embed, page)
+    if not embedded:
+        sys.exit("error: no `vegaEmbed('#id', spec);` in dvc plots show's page: has DVC changed how it writes it?")
+    return figure
+
+
 def main() -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -71,6 +113,8 @@ def main() -> None:
                 data = paired_csv(data[1], data[2], Path(inside)).relative_to(ROOT).as_posix()
             subprocess.run([sys.executable, "-m", "dvc", "plots", "show", data, *options, "-o", tmp], cwd=ROOT,
                            check=True, capture_output=True)
+            page = Path(tmp) / "index.html"
+            page.write_text(for_figure(page.read_text(encoding="utf-8")), encoding="utf-8")
             subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
                             "--proxy-server=127.0.0.1:9", f"--user-data-dir={tmp}/profile", "--hide-scrollbars",

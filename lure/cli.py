@@ -24,11 +24,12 @@ def check(params_file: ParamsFile = PARAMS_FILE,
     --data, the chunks against the data itself. Print what `dvc repro` will train."""
     import numpy as np
 
+    from lure.chunks import check_chunks, describe_sizes
     from lure.config import load_params
-    from lure.data import check_chunks, check_source, describe_sizes, known_pool_labels, load_source
     from lure.device import pick_device
     from lure.methods import load_methods
     from lure.paths import stage_count
+    from lure.sources import check_source, known_pool_labels, load_source
 
     p = load_params(params_file)
     methods = load_methods(p)
@@ -79,7 +80,15 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
     from lure import paths
     from lure.config import load_params
     from lure.io import read_json
-    from lure.report import COLUMNS, COMPACT, convergence_table, load_evaluations, paired_table, recovery_table, tables
+    from lure.report import (
+        COLUMNS,
+        COMPACT_TIMED,
+        convergence_table,
+        load_evaluations,
+        paired_table,
+        recovery_table,
+        tables,
+    )
 
     source = kept / "params.yaml" if kept else Path(params_file)
     p = load_params(source)
@@ -87,8 +96,7 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
     if keep:
         keep_results(source, evaluations, keep, with_plots=kept is None)
     compact = not (columns or every_column)
-    shown = tuple(c.strip() for c in columns.split(",")) if columns else COLUMNS if every_column else \
-        COMPACT + ("wall_s",)
+    shown = tuple(c.strip() for c in columns.split(",")) if columns else COLUMNS if every_column else COMPACT_TIMED
     unknown = [c for c in shown if c not in COLUMNS]
     if unknown:
         raise LureError(f"--columns: no column {', '.join(unknown)} (the columns: {', '.join(COLUMNS)})")
@@ -118,8 +126,7 @@ def keep_results(params_file: Path, evaluations: dict, folder: Path, with_plots:
     for method, runs in evaluations.items():
         for seed, evaluation in runs.items():
             write_json(paths.evaluation(method, seed, folder / "evaluate"), evaluation)
-    for plot in (paths.ACCURACY_PLOT, paths.STABILITY_PLOT, paths.CORRUPTION_PLOT, paths.RELIABILITY_PLOT,
-                 paths.TIMING):
+    for plot in (*paths.PLOTS, paths.TIMING):  # the report's outputs but summary.json, which the evaluations give
         if with_plots and plot.is_file():
             shutil.copyfile(plot, folder / plot.name)
 
@@ -233,15 +240,17 @@ def _stagecost_table(r: dict) -> tuple[list[str], str]:
 
 def _dvcscaling_table(r: dict) -> tuple[list[str], str]:
     """bench/dvc_scaling.py: DVC's own time against the number of stages, in all and per stage."""
-    lines = ["| stages | code deps | first `dvc repro` (s) | per stage | restore all from the run-cache (s) | "
-             "per stage | no-op `dvc repro` (s) | one stage's bookkeeping (s) | dvc.lock (KB) | "
+    lines = ["| stages | pipeline files | code deps | first `dvc repro` (s) | per stage | restore all from the "
+             "run-cache (s) | per stage | no-op `dvc repro` (s) | one stage's bookkeeping (s) | largest dvc.lock (KB) | "
              "its parse, pure / C (s) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in r["rows"]:
         parse = row["parse_s"]
         deps = row.get("code_deps", 20)
         deps = f"{deps} files" if isinstance(deps, int) else deps
-        lines.append(f"| {row['stages']} | {deps} | {row['first_repro_s']} | {row['per_stage_s']['first']} | "
+        per_file = row.get("stages_per_file")
+        files = f"{-(-row['stages'] // per_file)} of {per_file} stages" if per_file else "1"
+        lines.append(f"| {row['stages']} | {files} | {deps} | {row['first_repro_s']} | {row['per_stage_s']['first']} | "
                      f"{row['restore_s']} | {row['per_stage_s']['restore']} | {row['noop_repro_s']} | "
                      f"{row['one_stage_s']} | {row['lock_kb']} | {parse['pure_python']} / {parse['c_loader']} |")
     m = r["machine"]

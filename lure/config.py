@@ -111,7 +111,7 @@ class ImageFolderData(ChunkedData):
         None, description="group an ImageNet folder's 1000 classes (their sorted folder order) into superclasses "
                           "of class-index ranges, leaving the other classes out: restricted_imagenet, Tsipras et "
                           "al.'s 9; restricted_imagenet_balanced, the 14 of 5 classes each that the official LURE "
-                          "code's R-ImageNet imports (lure/data.py lists the ranges)")
+                          "code's R-ImageNet imports (lure/sources.py lists the ranges)")
 
 
 DATA_SOURCES = (DigitsData, TorchvisionData, ImageFolderData)

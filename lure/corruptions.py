@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from lure import streams
+from lure.chunks import load_test
 from lure.config import Params
-from lure.data import load_test
 from lure.device import pick_device
 from lure.errors import LureError
 

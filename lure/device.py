@@ -34,7 +34,7 @@ def pick_device(settings: TrainSettings) -> torch.device:
         # what deterministic mode would also do: fill every new tensor with NaN; the code reads
         # no uninitialised memory, so that would cost time for nothing
         torch.utils.deterministic.fill_uninitialized_memory = False
-    if choice == "cuda" and ranks() > 1:
+    if choice == "cuda" and world_size() > 1:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per rank (lure.distributed)
     return torch.device(choice)
 
@@ -73,8 +73,9 @@ def pin_cpu_kernels() -> None:
                         "or set ATEN_CPU_CAPABILITY=default and MKL_CBWR=COMPATIBLE before it starts")
 
 
-def ranks() -> int:
-    """The processes that compute this stage together: torchrun's WORLD_SIZE, 1 without it."""
+def world_size() -> int:
+    """The processes that compute this stage together: torchrun's WORLD_SIZE (the size of the
+    process group that lure.distributed joins), 1 outside torchrun."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -93,7 +94,7 @@ def provenance(params: Params, run_seed: int | None, device: torch.device) -> di
     """Recorded beside every metric: the data's seed, the device and versions, the run seed."""
     record = {"seed": params.seed, "device": device.type, "torch": torch.__version__,
               "python": platform.python_version(), "lure": __version__, "run_seed": run_seed,
-              "deterministic": params.train.deterministic, "ranks": ranks()}
+              "deterministic": params.train.deterministic, "ranks": world_size()}
     if device.type == "cpu":
         record["cpu_kernels"] = params.train.cpu_kernels
     if device.type == "cuda":

@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lure.config import TrainSettings
-from lure.device import pick_device
+from lure.device import pick_device, world_size
 from lure.errors import STOPPED, LureError
 
 RENDEZVOUS_ENV = "LURE_RENDEZVOUS"  # host:port of node 0, on every node, when train.nodes > 1
@@ -48,10 +48,6 @@ RENDEZVOUS_WAIT_S = 900  # how long a node waits for the others at a stage's ren
 _FAILED = "lure/failed"  # the key a failing rank sets in torchrun's store
 _store: dist.TCPStore | None = None  # torchrun's store (its agent serves it), once this rank has joined
 _failing = False
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def rank() -> int:

@@ -11,15 +11,16 @@ import torch
 
 from lure import paths
 from lure.checkpoints import load_checkpoint
+from lure.chunks import load_chunks, load_meta, load_test
 from lure.config import Params
 from lure.corruptions import names_for
-from lure.data import load_chunks, load_meta, load_test, replay
 from lure.device import pick_device, provenance
 from lure.errors import LureError
 from lure.io import read_json
 from lure.metrics import anytime_summary, calibration, expected_calibration_error, fit_temperature, reliability
 from lure.models import accuracy, model_for, predict
 from lure.placement import place
+from lure.replay import replay
 from lure.robustness import corruption_metrics
 from lure.stability import stability_summary
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from lure import streams
 from lure.checkpoints import Checkpoint, cpu_state
+from lure.chunks import load_chunks, load_meta, noise_metrics
 from lure.config import Params
-from lure.data import load_chunks, load_meta, noise_metrics, replay
 from lure.device import pick_device, provenance
 from lure.models import model_for, set_input_stats
 from lure.placement import place
 from lure.progress import Log, Progress
+from lure.replay import replay
 from lure.train import NotFinite, fit
 
 

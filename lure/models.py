@@ -19,7 +19,8 @@ from torch import nn
 
 from lure import distributed
 from lure.config import ModelSettings
-from lure.data import Images
+from lure.device import world_size
+from lure.images import Images
 
 
 class Normalize(nn.Module):
@@ -192,7 +193,7 @@ def accuracy(model: nn.Module, images: Images, batch_size: int = 1000) -> float:
         return float("nan")
     part = images.take(distributed.shard(len(images)))  # may be empty with fewer images than ranks
     hits = predict(model, part, batch_size).argmax(1) == part.y if len(part) else part.y.bool()
-    if distributed.world_size() == 1:
+    if world_size() == 1:
         return hits.float().mean().item()
     return (distributed.all_sum(hits.sum()).float() / len(images)).item()
 

@@ -25,6 +25,7 @@ ACCURACY_PLOT = METRICS / "accuracy.csv"
 CORRUPTION_PLOT = METRICS / "corruption.csv"
 STABILITY_PLOT = METRICS / "stability.csv"
 RELIABILITY_PLOT = METRICS / "reliability.csv"  # pooled over the seeds, one line per method
+PLOTS = (ACCURACY_PLOT, CORRUPTION_PLOT, STABILITY_PLOT, RELIABILITY_PLOT)  # the report's plot data
 
 
 # --- inside data/prepared and data/corrupted ---------------------------------------------------
@@ -134,7 +135,7 @@ def stage_outputs(stage: str, method: str = "", seed: int = 0, k: int = 0) -> li
         "relearn": lambda: [model(method, seed, k), curves_log(method, seed, k), relearn_metrics(method, seed, k)],
         "corrupt": lambda: [CORRUPTED],
         "evaluate": lambda: [evaluation(method, seed), reliability_bins(method, seed)],
-        "report": lambda: [SUMMARY, ACCURACY_PLOT, CORRUPTION_PLOT, STABILITY_PLOT, RELIABILITY_PLOT],
+        "report": lambda: [SUMMARY, *PLOTS],
     }[stage]()
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from lure import distributed
-from lure.data import Images
+from lure.images import Images
 
 GB = 1e9  # decimal, as disks are sold
 

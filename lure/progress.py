@@ -1,8 +1,7 @@
 """How a training stage shows its progress as it runs.
 
 Per epoch: a progress bar when the output is a terminal; when it is not (DVC streams a stage's
-output, CI logs), a plain line every `PLAIN_EVERY_S` seconds and none for a stage shorter than
-that, so the default run's output stays short. dvclive logs the training curves (loss, accuracy
+output, CI logs), lure.ticker's plain line every few seconds, none for a stage shorter than that. dvclive logs the training curves (loss, accuracy
 on the training batches, validation accuracy, against the updates so far) and the continual
 evaluation's (old_acc, new_acc) into the stage's log folder as it goes, where `dvc plots` and
 editors can watch them while the stage runs.
@@ -14,14 +13,12 @@ import math
 import shutil
 import sys
 import threading
-import time
 from pathlib import Path
 
 from lure import distributed, paths
 from lure.io import write_json
+from lure.ticker import Ticker
 from lure.train import Epoch, Hook, Trainer
-
-PLAIN_EVERY_S = 10.0
 
 
 class Log:
@@ -113,11 +110,10 @@ class Progress(Hook):
         self.label, self.log = label, log
         self.terminal = sys.stderr.isatty() if terminal is None else terminal  # tqdm draws on stderr
         self.quiet = not distributed.is_writer()  # under DDP, one line per machine
-        self.bar = None
-        self.start = self.last_line = 0.0
+        self.bar = self.ticker = None
 
     def before_fit(self, trainer: Trainer) -> None:
-        self.start = self.last_line = time.perf_counter()
+        self.ticker = Ticker(self.label, trainer.settings.epochs, unit="epoch ")
         if self.terminal and not self.quiet:
             from tqdm import tqdm
 
@@ -133,12 +129,8 @@ class Progress(Hook):
             self.bar.set_postfix(figures, refresh=False)
             self.bar.update()
             return
-        now, epochs = time.perf_counter(), trainer.settings.epochs
-        if now - self.last_line >= PLAIN_EVERY_S and epoch < epochs and not self.quiet:
-            left = (now - self.start) / epoch * (epochs - epoch)
-            print(f"  {self.label}: epoch {epoch}/{epochs}, " + ", ".join(f"{k} {v}" for k, v in figures.items())
-                  + f", {left:.0f} s left", flush=True)
-            self.last_line = now
+        if not self.quiet:
+            self.ticker.tick(epoch, "".join(f", {k} {v}" for k, v in figures.items()))
 
     def after_fit(self, trainer: Trainer) -> None:
         if self.bar is not None:

@@ -17,16 +17,18 @@ from torch import nn
 from lure import distributed, paths, streams
 from lure.augment import random_crop_flip, random_resized_crop_flip
 from lure.checkpoints import Checkpoint, cpu_state, load_checkpoint
+from lure.chunks import Chunk, load_chunks, load_meta, noise_metrics
 from lure.config import Params
-from lure.data import Chunk, Images, load_chunks, load_meta, noise_metrics, replay
 from lure.device import pick_device, provenance
 from lure.errors import LureError
+from lure.images import Images
 from lure.methods import Boundary, load_method
 from lure.models import Network, accuracy, model_for
 from lure.placement import place
 from lure.progress import Log, Progress
+from lure.replay import replay
 from lure.stability import Curves, gap_metrics
-from lure.train import Hook, NotFinite, Trainer, fit
+from lure.train import Hook, NotFinite, Trainer, fit, not_finite
 
 
 @dataclass
@@ -75,8 +77,7 @@ def relearn(p: Params, name: str, seed: int, k: int, log_dir: Path) -> Relearned
             reset = method.forget(model, boundary)
         except LureError as err:  # a setting that does not fit the model, e.g. a layer name
             raise LureError(f"methods.{name}.{err}") from None
-        bad = [n for n, w in model.named_parameters() if not bool(w.isfinite().all())]
-        if bad:
+        if bad := not_finite(model):
             raise LureError(f"{run}: forgetting left weights that are not finite ({', '.join(bad[:3])}); nothing "
                             f"was written: look at the method's settings")
         method.mitigate.at_boundary(model, reset, train)

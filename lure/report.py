@@ -24,6 +24,7 @@ COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "ece_ts", "nll", "brier", "
            "ece_corrupt", "gap_depth", "min_acc", "wc_acc", "sgm_gap", "never_recovered", "reset_fraction", "updates",
            "wall_s")
 COMPACT = ("final_acc", "anytime_acc", "cer", "ece", "mca", "gap_depth")
+COMPACT_TIMED = COMPACT + ("wall_s",)  # what the report and `lure results` print: with the wall times
 
 Evaluations = dict[str, dict[int, dict]]  # method -> run seed -> evaluation
 
@@ -213,19 +214,35 @@ def signed(value: float, digits: int = 4) -> str:
     return ("+" if value >= 0 else "") + _fmt(float(value), digits)
 
 
-def _cell(row: dict, name: str, digits: int = 4) -> str:
-    """`mean ± std` with two seeds or more, the value alone with one."""
+def _places(values: Iterable[float | int], digits: int = 4, counts: bool = False) -> int:
+    """A column's decimals, for every mean and std in it alike: one for counts (whole numbers in
+    every run) and for a column that reaches 10 (seconds), `digits` for the rest (shares)."""
+    return 1 if counts or any(abs(v) >= 10 for v in values) else digits
+
+
+def count_columns(evaluations: Evaluations) -> set[str]:
+    """The final metrics that are whole numbers in every run (cer, updates, never_recovered)."""
+    finals = [e["final"] for runs in evaluations.values() for e in runs.values()]
+    return {name for name in finals[0] if all(isinstance(f.get(name), int) and _is_number(f[name]) for f in finals)}
+
+
+def _cell(row: dict, name: str, places: int = 4) -> str:
+    """`mean ± std` with two seeds or more, both with the column's decimals (a count's mean too);
+    the value alone with one (a count as it is)."""
     spread = row.get(f"{name}_std")
     if spread is None:
-        return _fmt(row[name], digits)
-    return _fmt(row[name], digits) + (" ± 0" if spread == 0 else f" ± {_fmt(spread, digits)}")  # 0: in every run
+        return _fmt(row[name], places)
+    return _fmt(float(row[name]), places) + (" ± 0" if spread == 0 else f" ± {_fmt(spread, places)}")  # 0: every run
 
 
-def markdown_table(summary_rows: dict[str, dict], columns: tuple[str, ...] = COLUMNS, digits: int = 4) -> str:
+def markdown_table(summary_rows: dict[str, dict], columns: tuple[str, ...] = COLUMNS, digits: int = 4,
+                   counts: Iterable[str] = ()) -> str:
     columns = [c for c in columns if all(c in row for row in summary_rows.values())]
+    places = {c: _places([row[c] for row in summary_rows.values()], digits, c in counts) for c in columns}
     header = "| method | " + " | ".join(columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
-    rows = [f"| {m} | " + " | ".join(_cell(row, c, digits) for c in columns) + " |" for m, row in summary_rows.items()]
+    rows = [f"| {m} | " + " | ".join(_cell(row, c, places[c]) for c in columns) + " |"
+            for m, row in summary_rows.items()]
     return "\n".join([header, rule, *rows])
 
 
@@ -235,7 +252,8 @@ def accuracy_table(evaluations: Evaluations, digits: int = 4) -> str:
     chunks = sorted({r["chunk"] for r in rows})
     header = "| method | " + " | ".join(f"chunk {k}" for k in chunks) + " |"
     rule = "|---|" + "---:|" * len(chunks)
-    cells = {(r["method"], r["chunk"]): _cell(r, "test_acc", digits) for r in rows}
+    places = {k: _places([r["test_acc"] for r in rows if r["chunk"] == k], digits) for k in chunks}
+    cells = {(r["method"], r["chunk"]): _cell(r, "test_acc", places[r["chunk"]]) for r in rows}
     lines = [f"| {m} | " + " | ".join(cells[m, k] for k in chunks) + " |" for m in evaluations]
     return "\n".join([header, rule, *lines])
 
@@ -323,13 +341,17 @@ def paired_table(evaluations: Evaluations, baseline: str, metrics: tuple[str, ..
     95% interval lies above 0, below it, or includes it."""
     lines = [f"| method − {baseline} | metric | seeds | mean difference | 95% interval | |",
              "|---|---|---:|---:|---:|---|"]
+    counts = count_columns(evaluations)
     for metric in metrics:
-        for method, d in paired_differences(evaluations, baseline, metric).items():
+        differences = paired_differences(evaluations, baseline, metric)
+        places = _places([v for d in differences.values() for v in (d["mean"], *(d["ci95"] or ()))], digits,
+                         metric in counts)
+        for method, d in differences.items():
             interval = "-" if d["ci95"] is None else \
-                f"[{signed(d['ci95'][0], digits)}, {signed(d['ci95'][1], digits)}]"
+                f"[{signed(d['ci95'][0], places)}, {signed(d['ci95'][1], places)}]"
             verdict = "-" if d["ci95"] is None else "> 0" if d["ci95"][0] > 0 else "< 0" if d["ci95"][1] < 0 \
                 else "includes 0"
-            lines.append(f"| {method} | {metric} | {d['n']} | {signed(d['mean'], digits)} | {interval} | {verdict} |")
+            lines.append(f"| {method} | {metric} | {d['n']} | {signed(d['mean'], places)} | {interval} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -340,7 +362,8 @@ def tables(evaluations: Evaluations, columns: tuple[str, ...] = COLUMNS, timing:
     seeds = list(next(iter(evaluations.values())))
     heading = f"mean ± std over {len(seeds)} run seeds ({', '.join(map(str, seeds))})\n\n" if len(seeds) > 1 else ""
     rows = {m: {**row, **(timing or {}).get(m, {})} for m, row in summary(evaluations).items()}
-    return heading + markdown_table(rows, columns, digits) + "\n\n" + accuracy_table(evaluations, digits)
+    return heading + markdown_table(rows, columns, digits, count_columns(evaluations)) + "\n\n" + \
+        accuracy_table(evaluations, digits)
 
 
 def wall_times(evaluations: Evaluations) -> dict[str, dict]:
@@ -386,4 +409,4 @@ def report(methods: list[str], seeds: list[int]) -> Report:
         paths.RELIABILITY_PLOT: reliability_csv(reliability),
     }
     timing = wall_times(evaluations)
-    return Report(summary(evaluations), timing, plots, tables(evaluations, COMPACT + ("wall_s",), timing, digits=3))
+    return Report(summary(evaluations), timing, plots, tables(evaluations, COMPACT_TIMED, timing, digits=3))

@@ -9,8 +9,8 @@ from torch import nn
 
 from lure import paths
 from lure.corruptions import STANDARD
-from lure.data import Images
 from lure.errors import LureError
+from lure.images import Images
 from lure.io import load_arrays
 from lure.metrics import calibration
 from lure.models import predict

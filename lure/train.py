@@ -25,8 +25,9 @@ from torch import nn
 from lure import distributed
 from lure.augment import crop_flip, draw_crop_flip, draw_resized_crop_flip, resized_crop_flip
 from lure.config import TrainSettings
-from lure.data import Images
+from lure.device import world_size
 from lure.errors import LureError
+from lure.images import Images
 from lure.models import accuracy, as_float
 from lure.optim import State, make_optimizer
 
@@ -52,6 +53,14 @@ def smallest_batch(world: int) -> int:
 
 def updates_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
     return n // batch_size + (n % batch_size >= smallest_batch(world))  # a smaller last batch is skipped
+
+
+def not_finite(model: nn.Module) -> list[str]:
+    """The names of the model's parameters that hold a NaN or an infinity, found with one wait on
+    the device (the training loop checks once per epoch, relearn after a method forgets)."""
+    named = list(model.named_parameters())
+    finite = torch.stack([w.isfinite().all() for _, w in named]).tolist()
+    return [name for (name, _), ok in zip(named, finite) if not ok]
 
 
 class NotFinite(LureError):
@@ -111,7 +120,7 @@ class Trainer:
         self.bf16, self.channels_last = fast_path(settings, device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.world = distributed.world_size()
+        self.world = world_size()
         forward = distributed.data_parallel(model, device) if self.world > 1 else model
         self.forward = torch.compile(forward) if settings.compile else forward
         self.optimizer = make_optimizer(list(model.named_parameters()), settings, state)
@@ -190,11 +199,11 @@ class Trainer:
         # the batches' losses and the correct count, summed over the ranks: the same on every rank
         loss = distributed.all_sum(torch.stack(losses)) if losses else torch.zeros(0, device=device)
         correct_count = int(distributed.all_sum(correct))
-        finite = torch.isfinite(loss)
+        finite, where = torch.isfinite(loss), f"epoch {number + 1} of {s.epochs}"
         if losses and not bool(finite.all()):
-            raise NotFinite("loss", self.updates - updates + 1 + int((~finite).nonzero()[0]))
-        if not bool(torch.stack([p.isfinite().all() for p in self.optimizer.params]).all()):
-            raise NotFinite("weights", self.updates)
+            raise NotFinite("loss", self.updates - updates + 1 + int((~finite).nonzero()[0]), where)
+        if not_finite(self.model):
+            raise NotFinite("weights", self.updates, where)
         seconds = time.perf_counter() - start
         return Epoch(updates, images, float(loss.mean()) if losses else float("nan"), correct_count / max(images, 1),
                      images / seconds)
@@ -233,7 +242,7 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
     it ends holding the selected checkpoint. `generator` draws the batch order and augmentation."""
     start = time.perf_counter()
     trainer = Trainer(model, settings, train.y.device,
-                      updates_per_epoch(len(train), settings.batch_size, distributed.world_size()), state, hooks)
+                      updates_per_epoch(len(train), settings.batch_size, world_size()), state, hooks)
     for hook in hooks:
         hook.before_fit(trainer)
     updates = images = 0
@@ -241,10 +250,7 @@ def fit(model: nn.Module, train: Images, val: Images, settings: TrainSettings, g
     best_epoch, best_state = 0, None
     epochs_run, epoch_train_acc = 0, 0.0
     for epoch in range(settings.epochs):
-        try:
-            stats = trainer.epoch(train, generator, epoch)
-        except NotFinite as err:
-            raise NotFinite(err.what, err.update, f"epoch {epoch + 1} of {settings.epochs}") from None
+        stats = trainer.epoch(train, generator, epoch)
         updates, images = updates + stats.updates, images + stats.images
         if settings.select == "best_val":
             history.append(accuracy(model, val))

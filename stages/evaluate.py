@@ -12,13 +12,15 @@ def main(method: str, seed: RunSeed, params_file: ParamsFile = PARAMS_FILE) -> N
     p = load_params(params_file)
     p.check_method(method)
     p.check_run_seed(seed)
-    for stale in paths.chunks_beyond(method, seed, p.n_chunks):  # DVC leaves the outputs of removed stages
-        remove(stale)
-        print(f"removed {stale}: chunk no longer in {params_file}")
-    evaluation = evaluate(p, method, seed)
+    evaluation = evaluate(p, method, seed)  # reads the chunks params.yaml lists, nothing beyond
     write_text(paths.reliability_bins(method, seed), evaluation.reliability_csv)
     write_json(paths.evaluation(method, seed), evaluation.result)
     print(evaluation.summary)
+    # DVC leaves the outputs of stages taken off params.yaml; they are in this stage's folder deps,
+    # which DVC hashes once the command is done: removed last, when nothing reads them any more
+    for stale in paths.chunks_beyond(method, seed, p.n_chunks):
+        remove(stale)
+        print(f"removed {stale}: chunk no longer in {params_file}")
 
 
 if __name__ == "__main__":

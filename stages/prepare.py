@@ -1,8 +1,8 @@
 """Stage prepare: cut the source into a test set and N chunks, each with a validation split."""
 
 from lure import paths
+from lure.chunks import describe_sizes, prepare
 from lure.config import PARAMS_FILE, load_params
-from lure.data import describe_sizes, prepare
 from lure.errors import ParamsFile, run_command
 
 

@@ -84,7 +84,7 @@ def digits_images(start: int = 0, stop: int = 64):
     import torch
     from sklearn.datasets import load_digits
 
-    from lure.data import Images
+    from lure.images import Images
 
     d = load_digits()
     x = torch.from_numpy((d.images[start:stop] * (255 / 16)).round().astype("uint8"))[:, None]

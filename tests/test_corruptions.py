@@ -6,7 +6,7 @@ import torch
 
 from lure.config import DigitsData
 from lure.corruptions import CORRUPTIONS, EXTRAS, SEVERITIES, STANDARD, corrupt, plasma_fractal, rgb_to_hsv, to_uint8
-from lure.data import load_source
+from lure.sources import load_source
 
 RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur", "snow",
           "frost", "fog", "elastic_transform"}

@@ -3,23 +3,13 @@
 import numpy as np
 import pytest
 
+from lure.chunks import Chunk, chunk_indices, describe_sizes, load_chunks, load_test, prepare, split_chunk
 from lure.config import ReplaySettings, parse_params
-from lure.data import (
-    Chunk,
-    Images,
-    chunk_indices,
-    decode,
-    describe_sizes,
-    load_chunks,
-    load_source,
-    load_test,
-    prepare,
-    replay,
-    reservoir,
-    split_chunk,
-)
 from lure.errors import LureError
+from lure.images import Images
 from lure.io import load_arrays
+from lure.replay import replay, reservoir
+from lure.sources import decode, load_source
 
 
 def params_with(params_dict, n_chunks, seed=0):

@@ -7,8 +7,8 @@ import torch
 
 from lure.config import TrainSettings
 from lure.corruptions import STANDARD, corrupt_images
-from lure.data import Images
 from lure.device import pick_device
+from lure.images import Images
 from lure.methods import METHODS, Boundary
 from lure.methods.lure import Lure, snip_saliency
 from lure.metrics import calibration

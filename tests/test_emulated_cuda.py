@@ -18,7 +18,7 @@ import yaml
 
 import lure.train
 from lure.config import TrainSettings
-from lure.data import Images
+from lure.images import Images
 from lure.models import set_input_stats, small_cnn
 from lure.placement import place
 from lure.streams import batch_order

@@ -71,6 +71,11 @@ def test_every_part_runs_on_the_cpu_and_writes_its_own_file(dry_run):
     assert all(part(out, name)["ok"] for name in PARTS), {n: part(out, n) for n in PARTS if not part(out, n)["ok"]}
     machine = part(out, "machine")
     assert machine["torch"] and machine["pip_list"]["numpy"] and machine["pack"]["data"] == "synthetic"
+    # the manifest as pack wrote it, at this commit, and every part's commit is its commit
+    manifest = json.loads((dry_run / "pack" / "manifest.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert machine["pack"] == manifest and len(manifest["commit"]) == 40 and manifest["commit"] == head
+    assert {part(out, name)["commit"] for name in PARTS} == {head}
     assert machine["gpu"] is None and machine["cpu"]
     throughput = part(out, "throughput")
     assert [r["model"] for r in throughput["rows"]["deterministic"]] == ["small_cnn", "small_cnn"]

@@ -9,8 +9,8 @@ import yaml
 from PIL import Image
 
 from lure.config import ImageFolderData
-from lure.data import decode, load_source
 from lure.errors import LureError
+from lure.sources import decode, load_source
 from tests.conftest import run_stage
 
 SIZES = [(40, 30), (30, 40), (17, 17), (64, 21), (16, 16), (23, 90)]
@@ -196,7 +196,7 @@ def test_the_learn_stage_gives_the_same_weights_streamed_or_resident(tmp_path, c
 
 
 def test_restricted_imagenet_groups_class_indices_as_madrylabs_ranges():
-    from lure.data import SUPERCLASSES, superclass_labels
+    from lure.sources import SUPERCLASSES, superclass_labels
 
     labels = superclass_labels("restricted_imagenet")
     names = list(SUPERCLASSES["restricted_imagenet"])
@@ -220,7 +220,7 @@ def test_restricted_imagenet_groups_class_indices_as_madrylabs_ranges():
 
 
 def test_an_imagenet_folder_is_grouped_into_superclasses(tmp_path):
-    from lure.data import superclass_labels
+    from lure.sources import superclass_labels
 
     labels = superclass_labels("restricted_imagenet_balanced")
     rng = np.random.default_rng(0)
@@ -251,8 +251,8 @@ def test_resnet50_learns_the_generated_photos_on_the_cpu(tmp_path):
     included, is well above chance (1/3) on the held-out test photos."""
     import torch
 
+    from lure.chunks import load_test
     from lure.config import ModelSettings
-    from lure.data import load_test
     from lure.models import accuracy, model_for
 
     learnable_folder(tmp_path / "photos", per_class=60)

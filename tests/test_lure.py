@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lure.data import Images
+from lure.images import Images
 from lure.methods.lure import Lure, snip_saliency
 from lure.methods.masks import lowest_fraction
 from lure.methods.reinit import kaiming_draw

@@ -133,7 +133,7 @@ def test_cosine_refuses_milestones():
 def test_the_loop_clips_each_updates_gradient_to_the_norm_asked():
     """One update of plain SGD (no momentum, no decay) at lr 1 moves the weights by minus the clipped
     gradient, whose norm over all parameters is the limit."""
-    from lure.data import Images
+    from lure.images import Images
     from lure.train import Trainer
 
     torch.manual_seed(0)

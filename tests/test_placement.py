@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lure.config import TrainSettings
-from lure.data import Concatenated, Images
+from lure.images import Concatenated, Images
 from lure.io import load_arrays, save_arrays
 from lure.models import set_input_stats, small_cnn
 from lure.placement import Streamed, place

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lure.config import TrainSettings
-from lure.data import Images
+from lure.images import Images
 from lure.methods import METHODS
 from lure.methods.dash import descent_directions
 from lure.methods.fire import newton_schulz, orthogonalised

@@ -57,7 +57,7 @@ def test_accuracy_per_chunk_is_averaged_over_seeds():
     assert rows["warm", 2]["cum_updates"] == 200
     printed = tables(evaluations)
     assert printed.startswith("mean ± std over 2 run seeds (0, 3)")
-    assert f"| warm | 0.9500 ± {statistics.stdev([0.9, 1.0]):.4f} | 25 ± {statistics.stdev([30, 20]):.4f} |" in printed
+    assert f"| warm | 0.9500 ± {statistics.stdev([0.9, 1.0]):.4f} | 25.0 ± 7.1 |" in printed  # a count: one decimal
     assert "| lure | 0.5500 ± 0.0707 | 0.8000 ± 0 |" in printed  # the same in both runs
 
 
@@ -163,7 +163,7 @@ def test_stage_refuses_a_seed_not_in_seeds(tmp_path, params_dict, stage):
 
 
 def test_the_compact_table_fits_a_terminal_of_120_columns_with_three_seeds():
-    from lure.report import COLUMNS, COMPACT
+    from lure.report import COLUMNS, COMPACT_TIMED
 
     final = {name: 0.987654 for name in COLUMNS if name not in ("cer", "updates", "never_recovered", "wall_s")}
     runs = {s: {"final": {**final, "cer": 30 + s, "updates": 1500}, "chunks": {"chunk_1": {"test_acc": 0.9,
@@ -171,10 +171,72 @@ def test_the_compact_table_fits_a_terminal_of_120_columns_with_three_seeds():
             for s in (0, 1, 2)}
     evaluations = {name: runs for name in ("warm", "scratch", "lure", "continual_backprop")}
     timing = {name: {"wall_s": 123.4, "wall_s_std": 5.6} for name in evaluations}
-    compact = tables(evaluations, COMPACT + ("wall_s",), timing, digits=3)
+    compact = tables(evaluations, COMPACT_TIMED, timing, digits=3)
     assert max(len(line) for line in compact.splitlines()) <= 120
-    assert "| 0.988 ± 0 |" in compact and "| 31 ± 1.000 |" in compact and "| 123.4 ± 5.600 |" in compact
+    assert "| 0.988 ± 0 |" in compact and "| 31.0 ± 1.0 |" in compact and "| 123.4 ± 5.6 |" in compact
     assert max(len(line) for line in tables(evaluations).splitlines()) > 120  # the full table, on request
+
+
+def test_each_column_prints_its_means_and_stds_with_one_precision():
+    """Counts (whole numbers in every run: cer, updates) and wall seconds with one decimal, a whole
+    mean of counts too; shares with `digits`; the paired differences of a count likewise."""
+    from lure.report import paired_table
+
+    def run(acc: float, cer: int, updates: int) -> dict:
+        return {"final": {"final_acc": acc, "cer": cer, "updates": updates},
+                "chunks": {"chunk_1": {"test_acc": acc, "updates": updates}}}
+
+    evaluations = {"warm": {0: run(0.9, 30, 1500), 1: run(0.95, 29, 1500), 2: run(1.0, 30, 1500)},
+                   "lure": {0: run(0.9, 33, 1500), 1: run(0.9, 34, 1500), 2: run(0.9, 31, 1500)},
+                   "scratch": {0: run(0.8, 3, 1400), 1: run(0.85, 5, 1600), 2: run(0.9, 4, 1500)}}
+    timing = {"warm": {"wall_s": 123.4, "wall_s_std": 5.6862}, "lure": {"wall_s": 98.76, "wall_s_std": 0.123},
+              "scratch": {"wall_s": 101.0, "wall_s_std": 12.0}}
+    lines = tables(evaluations, ("final_acc", "cer", "updates", "wall_s"), timing, digits=3).splitlines()
+    assert lines[4:7] == ["| warm | 0.950 ± 0.050 | 29.7 ± 0.6 | 1500.0 ± 0 | 123.4 ± 5.7 |",
+                          "| lure | 0.900 ± 0 | 32.7 ± 1.5 | 1500.0 ± 0 | 98.8 ± 0.1 |",
+                          "| scratch | 0.850 ± 0.050 | 4.0 ± 1.0 | 1500.0 ± 100.0 | 101.0 ± 12.0 |"]
+    paired = paired_table(evaluations, "warm", ("cer", "final_acc"), digits=3).splitlines()
+    assert paired[2] == "| lure | cer | 3 | +3.0 | [-2.0, +8.0] | includes 0 |"
+    assert paired[4] == "| lure | final_acc | 3 | -0.050 | [-0.174, +0.074] | includes 0 |"
+    one_seed = tables({m: {0: runs[0]} for m, runs in evaluations.items()}, ("final_acc", "cer", "updates"), digits=3)
+    assert "| scratch | 0.800 | 3 | 1400 |" in one_seed  # one run's counts as they are
+
+
+def two_seeds_reported(folder, params_dict):
+    """A run of warm over two seeds up to the report, its plot data and wall times written as the stage
+    writes them."""
+    params_dict.update(seeds=[0, 1], methods={"warm": {}})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    for seed, (acc, cer) in enumerate([(0.9, 30), (1.0, 20)]):
+        write_run("warm", seed, evaluation(acc, cer, [0.5, acc]), "0.9500,0.960000,1.000000,3\n")
+        write_json(paths.learn_log(seed) / paths.STAGE_TIMING, {"train": 10.0 + seed})
+        write_json(paths.curves_log("warm", seed, 2) / paths.STAGE_TIMING, {"train": 20.0})
+    result = report(["warm"], [0, 1])
+    for path, text in result.plots.items():
+        write_text(path, text)
+    write_json(paths.TIMING, result.timing)
+    return result
+
+
+def test_the_report_stage_and_lure_results_print_the_same_compact_table(in_tmp, params_dict):
+    from lure.cli import results_text
+
+    result = two_seeds_reported(in_tmp, params_dict)
+    assert "| method | final_acc | cer | wall_s |" in result.tables  # the compact columns the run has
+    assert "| warm | 0.950 ± 0.071 | 25.0 ± 7.1 | 30.5 ± 0.7 |" in result.tables
+    assert results_text() == result.tables + "\n"
+
+
+def test_lure_results_keep_keeps_every_plot_file_of_the_report(in_tmp, params_dict):
+    from lure.cli import results_text
+
+    result = two_seeds_reported(in_tmp, params_dict)
+    assert set(result.plots) == set(paths.PLOTS) and set(paths.PLOTS) < set(paths.stage_outputs("report"))
+    results_text(keep=in_tmp / "results" / "kept")
+    kept = in_tmp / "results" / "kept"
+    assert sorted(p.name for p in kept.iterdir()) == sorted(
+        ["evaluate", "params.yaml", paths.TIMING.name, *(path.name for path in result.plots)])
+    assert all((kept / path.name).read_text() == text for path, text in result.plots.items())
 
 
 def test_the_readmes_result_tables_are_what_the_committed_results_give():

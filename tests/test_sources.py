@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from lure.config import DigitsData, ModelSettings, TorchvisionData, TrainSettings
-from lure.data import Source, decode, few_shot, load_source
 from lure.errors import LureError
 from lure.models import accuracy, build_model, set_input_stats
+from lure.sources import Source, decode, few_shot, load_source
 from lure.train import fit
 from tests.conftest import SHARED_DATA, needs_shared_data
 

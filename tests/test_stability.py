@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from lure import streams
+from lure.chunks import class_chunk_indices
 from lure.config import DigitsData, TrainSettings, parse_params
-from lure.data import Images, class_chunk_indices, load_source
 from lure.errors import LureError
+from lure.images import Images
 from lure.methods import load_method
 from lure.methods.mitigations import SoftTargets, Warmup, class_mean_head
 from lure.models import small_cnn
+from lure.sources import load_source
 from lure.stability import Curves, gap_metrics, stability_summary
 from lure.train import Hook, fit
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lure.config import TrainSettings
-from lure.data import Images
+from lure.images import Images
 from lure.methods.continual_backprop import ContinualBackprop, UnitReplacement
 from lure.methods.redo import Redo
 from lure.methods.units import recycle, unit_activity

@@ -252,9 +252,9 @@ def fit_with_progress(terminal: bool, capsys, tmp_path):
 
 
 def test_plain_progress_lines_when_the_output_is_not_a_terminal(capsys, tmp_path, monkeypatch):
-    import lure.progress
+    import lure.ticker
 
-    monkeypatch.setattr(lure.progress, "PLAIN_EVERY_S", 0.0)  # a line every epoch, as a long stage gets
+    monkeypatch.setattr(lure.ticker, "EVERY_S", 0.0)  # a line every epoch, as a long stage gets
     out = fit_with_progress(False, capsys, tmp_path).out.splitlines()
     assert [line.split(",")[0] for line in out] == [f"  lure seed 0 chunk 2: epoch {e}/3" for e in (1, 2)]
     assert all(" loss " in line and " train " in line and " val " in line and " img/s " in line
@@ -362,3 +362,27 @@ def test_results_kept_and_printed_from_their_folder(learned, tmp_path, monkeypat
     assert "| lure |" in again.stdout
     assert_refused(run_stage("lure.cli", "results", "--from", "results/tiny", "--columns", "final_acc,speed",
                              cwd=root), "--columns: no column speed")
+
+
+def test_evaluate_removes_the_outputs_of_chunks_taken_off_params_yaml_last(learned, tmp_path, monkeypatch):
+    """DVC leaves a removed stage's outputs in place, inside evaluate's folder deps: evaluate takes
+    them away once its own outputs are written, and leaves them where it fails before that."""
+    from lure import paths
+    from stages import corrupt, evaluate, relearn
+
+    root = copy_of(learned, tmp_path)
+    monkeypatch.chdir(root)
+    relearn.main("lure", 2, seed=0)
+    corrupt.main()
+    stale = [paths.model("lure", 0, 3), paths.relearn_metrics("lure", 0, 3)]  # a chunk 3 that params no longer lists
+    for path, source in zip(stale, (paths.model("lure", 0, 2), paths.relearn_metrics("lure", 0, 2))):
+        shutil.copy(source, path)
+    paths.model("lure", 0, 1).rename(root / "chunk_1.pt")  # the evaluation fails: nothing is removed
+    with pytest.raises(LureError):
+        evaluate.main("lure", seed=0)
+    assert all(path.exists() for path in stale) and not paths.evaluation("lure", 0).exists()
+    (root / "chunk_1.pt").rename(paths.model("lure", 0, 1))
+    evaluate.main("lure", seed=0)
+    assert not any(path.exists() for path in stale)
+    result = json.loads(paths.evaluation("lure", 0).read_text())
+    assert "chunk_2" in json.dumps(result) and "chunk_3" not in json.dumps(result)

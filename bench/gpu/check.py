@@ -162,6 +162,9 @@ def tree_size(paths: list[Path]) -> int:
 def pack(args: argparse.Namespace) -> None:
     import numpy as np
 
+    sys.path.insert(0, str(ROOT / "bench"))  # the bench scripts' shared code; this one runs from bench/gpu
+    from common import current_commit
+
     out = args.out
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
         sys.exit(f"error: {out} holds files that pack did not make: name a new folder")
@@ -172,7 +175,7 @@ def pack(args: argparse.Namespace) -> None:
         download_wheels(carry, out / "wheels")
     np.savez(out / "cifar10-subset.npz", **cifar_subset(None if args.synthetic else args.cifar, args.train_images,
                                                         args.test_images))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = current_commit()
     dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout)
     manifest = {"commit": commit, "dirty": dirty, "carried": [f"{n}=={v}" for n, v in carry],
                 "from_image": from_image, "data": "synthetic" if args.synthetic else "cifar10",
@@ -203,8 +206,13 @@ class Run:
     out: Path  # what comes back: a file per part and check.log
     work: Path  # scratch
     deadline: float  # time.time() by which everything must have ended
-    commit: str | None = None  # the commit that pack saw: there may be no git where this runs
+    manifest: dict | None = None  # pack's manifest.json, read once at the start
     part_ends: float = 0.0  # time.time() at which the running part is stopped
+
+    @property
+    def commit(self) -> str | None:
+        """The commit that pack saw: there may be no git where this runs."""
+        return self.manifest["commit"] if self.manifest else None
 
     @property
     def data(self) -> Path:
@@ -252,7 +260,7 @@ def part_machine(r: Run) -> dict:
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None, "torchvision": version_of("torchvision"),
-        "pack": read_json(r.pack / "manifest.json"), "install_s": float(install) if install else None,
+        "pack": r.manifest, "install_s": float(install) if install else None,
         "pip_list": dict(sorted(packages.items())),  # what `pip list` shows (a uv environment has no pip)
     }
 
@@ -413,7 +421,7 @@ def run(args: argparse.Namespace) -> None:
     r.out.mkdir(parents=True, exist_ok=True)
     r.work.mkdir(parents=True, exist_ok=True)
     manifest = r.pack / "manifest.json"
-    r.commit = read_json(manifest)["commit"] if manifest.is_file() else None
+    r.manifest = read_json(manifest) if manifest.is_file() else None
     # a rerun records its machine again: it may be another one
     wanted = set(args.parts)
     if args.rerun_from:  # what did not finish well, and the machine again: this may be another one

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from lure.config import ImageFolderData, ModelSettings, TrainSettings
-from lure.data import Images, decode, load_source
 from lure.device import pick_device
+from lure.images import Images
 from lure.models import build_model, set_input_stats
+from lure.sources import decode, load_source
 from lure.train import fit
 
 

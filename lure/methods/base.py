@@ -24,7 +24,7 @@ import torch
 from pydantic import Field
 
 from lure.config import Strict
-from lure.data import Images
+from lure.images import Images
 from lure.methods.mitigations import Mitigations
 from lure.models import Network
 from lure.optim import State

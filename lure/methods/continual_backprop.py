@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from lure import distributed
+from lure.device import world_size
 from lure.methods.base import Boundary, Method, MethodHook
 from lure.methods.units import Recycler, recycle, unit_count, watch_activity
 from lure.models import Network
@@ -61,7 +62,7 @@ class UnitReplacement(Recycler):
 
     def _record(self, i: int, activity: torch.Tensor, images: int) -> None:
         # under DDP, the whole batch's mean over the ranks' slices: every rank replaces the same units
-        if distributed.world_size() > 1:
+        if world_size() > 1:
             total = distributed.all_sum(torch.cat([activity * images, activity.new_tensor([images])]))
             activity = total[:-1] / total[-1]
         self.activity[i] = activity

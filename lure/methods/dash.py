@@ -12,7 +12,7 @@ from pydantic import Field
 from torch import nn
 
 from lure.config import Fraction
-from lure.data import Images
+from lure.images import Images
 from lure.methods.base import Boundary, Method, Reset
 from lure.models import Network, as_float
 

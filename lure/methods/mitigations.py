@@ -13,7 +13,8 @@ from pydantic import Field
 
 from lure import distributed
 from lure.config import Fraction, Strict
-from lure.data import Images
+from lure.device import world_size
+from lure.images import Images
 from lure.models import as_float
 from lure.train import Hook, Trainer
 
@@ -99,7 +100,7 @@ class SoftTargets:
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         probs = logits.detach().float().softmax(1)
         correct = (probs.argmax(1) == labels).float()
-        if distributed.world_size() == 1:  # into the sums directly: one process's results stay as they were
+        if world_size() == 1:  # into the sums directly: one process's results stay as they were
             self.sums.index_add_(0, labels, probs * correct[:, None])
             self.counts.index_add_(0, labels, correct)
             return

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from lure import distributed
 from lure.config import Fraction
+from lure.device import world_size
 from lure.methods.base import Boundary, Method, MethodHook
 from lure.methods.units import Recycler, recycle, unit_count
 from lure.models import Network
@@ -78,7 +79,7 @@ class SelfNormalizedResets(Recycler):
 
     def _record(self, i: int, peaks: torch.Tensor) -> None:
         # under DDP each rank keeps its share of the window, of its own slices of the batches
-        keep = max(1, self.s.window // distributed.world_size())
+        keep = max(1, self.s.window // world_size())
         previous = self.window[i] if self.window[i] is not None else peaks[:0]
         self.window[i] = torch.cat([previous, peaks])[-keep:]
 
