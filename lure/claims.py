@@ -5,6 +5,8 @@ A claims file (YAML, a list) names per claim what was published and which compar
 kept study tests it. It is written before the study runs, so that the verdicts cannot be chosen
 after seeing the results; `lure readme` renders its table into README.md.
 
+A claim whose study has not run yet (no results folder) is listed as such.
+
 The verdict, for a claim that `method` − `baseline` of `metric` is above 0 (`direction: ">"`) or
 below it (`"<"`), with `effect` the published difference where the claim gives one as a number:
 - reproduced: the interval excludes 0 on the claimed side ("smaller than published" where it
@@ -32,9 +34,12 @@ class Claim(BaseModel):
     published: str = Field(description="the published figures, as published (or what the source says)")
     effect: float | None = Field(None, description="the published difference in `metric`'s units, where there is one")
     results: Path = Field(description="the kept study that tests it (results/<name>)")
+    preset: Path | None = Field(None, description="the params file (presets/) whose run makes `results`")
     method: str
     baseline: str
     metric: str
+    method_metric: str | None = Field(None, description="the method's metric where it is not `metric`: another "
+                                                        "network's accuracy, e.g. Hare & Tortoise's tortoise_acc")
     direction: Literal[">", "<"] = Field(description="the sign the claim gives method − baseline")
 
     @model_validator(mode="after")
@@ -88,15 +93,26 @@ def claims_table(path: Path, root: Path = Path(".")) -> str:
     studies: dict[Path, dict] = {}
     for c in load_claims(path):
         folder = root / c.results
+        if not folder.is_dir():  # a claim fixed before its study ran
+            preset = f" ({c.preset.as_posix()})" if c.preset else ""
+            lines.append(f"| {c.claim} | {c.published} | `{c.results.name}`{preset} | {_compared(c)} | - | "
+                         f"not run yet |")
+            continue
         if folder not in studies:
             studies[folder] = load_kept(folder)
-        d = paired_differences(studies[folder], c.baseline, c.metric)
+        d = paired_differences(studies[folder], c.baseline, c.metric, c.method_metric)
         if c.method not in d:
             raise LureError(f"{path}: {c.method} is not a method of {c.results}")
         d = d[c.method]
         interval = "-" if d["ci95"] is None else f"[{signed(d['ci95'][0])}, {signed(d['ci95'][1])}]"
-        ours = f"{c.method} − {c.baseline}, {c.metric}: {signed(d['mean'])} ({d['n']} seeds)"
+        ours = f"{_compared(c)}: {signed(d['mean'])} ({d['n']} seeds)"
         lines.append(f"| {c.claim} | {c.published} | `{c.results.name}` | {ours} | {interval} | "
                      f"{verdict(d['ci95'], c.direction, c.effect)} |")
     source = f"claims and their tests: {path.as_posix()}; `uv run lure readme` writes this table"
     return "\n".join(lines) + f"\n\n({source})\n"
+
+
+def _compared(c: Claim) -> str:
+    if c.method_metric:
+        return f"{c.method}'s {c.method_metric} − {c.baseline}'s {c.metric}"
+    return f"{c.method} − {c.baseline}, {c.metric}"

@@ -95,6 +95,8 @@ def evaluate(p: Params, method: str, seed: int) -> Evaluation:
         "updates": sum(t["updates"] for t in trained),
         "images": sum(t["images"] for t in trained),
         **stability_summary([t["stability"] for t in trained[1:] if "stability" in t]),
+        # the last test accuracy of each other network the method carries (Hare & Tortoise: tortoise_acc)
+        **{f"{name}_acc": acc for name, acc in others[-1].items()},
     }
     result = {"final": final, "chunks": per_chunk}
     names = names_for(p.robustness.corruptions)

@@ -308,24 +308,30 @@ def convergence_table(evaluations: Evaluations) -> str:
 # --- paired differences over the seeds ------------------------------------------------------------
 
 
-def paired_differences(evaluations: Evaluations, baseline: str, metric: str) -> dict[str, dict]:
-    """Per method, `metric` of its final model minus the baseline's on the same run seed: the
-    seeds compared (n), the mean difference, its std and the 95% interval of the mean from
+def paired_differences(evaluations: Evaluations, baseline: str, metric: str,
+                       method_metric: str | None = None) -> dict[str, dict]:
+    """Per method, `metric` of its final model minus the baseline's on the same run seed (with
+    `method_metric`, that metric of the method's: another network's accuracy against the baseline's
+    model's, for the methods that carry it): the seeds compared (n), the mean difference, its std
+    and the 95% interval of the mean from
     Student's t with n - 1 degrees of freedom (None below 2 seeds). Pairing by seed removes what
     the seeds share (the initial weights, chunk 1's model), so a smaller difference can be told
     apart than from two unpaired means; a claim holds only where the interval excludes 0."""
     if baseline not in evaluations:
         raise LureError(f"--paired: {baseline} is not a method of these runs ({', '.join(evaluations)})")
     base = evaluations[baseline]
+    ours = method_metric or metric
     result = {}
     for method, runs in evaluations.items():
         if method == baseline:
             continue
-        seeds = [s for s in runs if s in base and _is_number(runs[s]["final"].get(metric))
+        seeds = [s for s in runs if s in base and _is_number(runs[s]["final"].get(ours))
                  and _is_number(base[s]["final"].get(metric))]
         if not seeds:
+            if method_metric:  # the methods without that network
+                continue
             raise LureError(f"--paired: no run measured {metric} for both {method} and {baseline}")
-        diffs = [runs[s]["final"][metric] - base[s]["final"][metric] for s in seeds]
+        diffs = [runs[s]["final"][ours] - base[s]["final"][metric] for s in seeds]
         row = {"n": len(diffs), "mean": statistics.fmean(diffs), "std": std(diffs), "ci95": None, "seeds": seeds}
         if len(diffs) >= 2:
             from scipy.stats import t  # scikit-learn's dependency; here, not at the top: only this needs it

@@ -1,6 +1,9 @@
 """Published claims against kept results: the verdict from the paired 95% interval, and the
 README table built from a claims file and kept study folders."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
@@ -93,8 +96,51 @@ def test_every_claim_is_tested_by_a_preset_that_runs_its_comparison():
     from lure.config import load_params
 
     for c in load_claims(ROOT / "results" / "claims.yaml"):
-        p = load_params(ROOT / "presets" / f"cifar10-{c.results.name}.yaml")
+        p = load_params(ROOT / (c.preset or Path("presets") / f"cifar10-{c.results.name}.yaml"))
         assert c.results.parent.as_posix() == "results"
         assert {c.method, c.baseline} <= set(p.methods) and len(p.seeds) >= 3, c.claim
+        if c.method_metric:  # another network of the method's: one it carries
+            assert c.method_metric == "tortoise_acc" and p.kind_of(c.method) == "hare_tortoise", c.claim
         if c.metric in ("mca", "rel_robustness"):
             assert p.robustness.corruptions != "none", c.claim
+
+
+def test_a_claim_fixed_before_its_study_ran_is_listed_as_not_run_yet(in_tmp):
+    from lure.claims import claims_table
+
+    (in_tmp / "claims.yaml").write_text(yaml.safe_dump([
+        {"claim": "dash beats scratch", "published": "claimed", "results": "results/later",
+         "preset": "presets/cifar10-dash-chunks.yaml", "method": "dash", "baseline": "scratch",
+         "metric": "final_acc", "direction": ">"}]))
+    assert claims_table(in_tmp / "claims.yaml", in_tmp).splitlines()[2] == (
+        "| dash beats scratch | claimed | `later` (presets/cifar10-dash-chunks.yaml) | dash − scratch, final_acc | - | "
+        "not run yet |")
+
+
+def test_another_networks_accuracy_is_paired_with_the_baselines_model(in_tmp, params_dict):
+    """Hare & Tortoise's tortoise against warm start: the tortoise's final accuracy minus warm's
+    final_acc on the same seed; the methods that carry no tortoise are left out."""
+    from scipy.stats import ttest_rel
+
+    from lure.claims import claims_table
+    from lure.report import load_kept, paired_differences
+
+    warm, hare, tortoise = [0.40, 0.42, 0.41], [0.39, 0.43, 0.40], [0.44, 0.45, 0.43]
+    folder = in_tmp / "results" / "ht"
+    keep_study(folder, params_dict, {"warm": warm, "hare_tortoise": hare, "scratch": warm})
+    for seed, acc in enumerate(tortoise):
+        path = paths.evaluation("hare_tortoise", seed, folder / "evaluate")
+        result = json.loads(path.read_text())
+        result["final"]["tortoise_acc"] = acc
+        write_json(path, result)
+    d = paired_differences(load_kept(folder), "warm", "final_acc", "tortoise_acc")
+    assert list(d) == ["hare_tortoise"] and d["hare_tortoise"]["n"] == 3
+    assert d["hare_tortoise"]["mean"] == pytest.approx(np.mean(np.subtract(tortoise, warm)))
+    low, high = ttest_rel(tortoise, warm).confidence_interval(0.95)
+    assert d["hare_tortoise"]["ci95"] == pytest.approx([low, high])
+    (in_tmp / "claims.yaml").write_text(yaml.safe_dump([
+        {"claim": "the tortoise beats warm", "published": "claimed", "results": "results/ht", "method": "hare_tortoise",
+         "method_metric": "tortoise_acc", "baseline": "warm", "metric": "final_acc", "direction": ">"}]))
+    row = claims_table(in_tmp / "claims.yaml", in_tmp).splitlines()[2]
+    assert f"hare_tortoise's tortoise_acc − warm's final_acc: {np.mean(np.subtract(tortoise, warm)):+.4f} (3 seeds)" \
+        in row and row.endswith(f"[{low:+.4f}, {high:+.4f}] | reproduced |")

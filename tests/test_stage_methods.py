@@ -94,6 +94,23 @@ def test_every_method_records_what_it_reset(runs):
         assert metrics[m][2]["updates"] == CHUNK_2_UPDATES and 0 <= metrics[m][2]["val_acc"] <= 1
 
 
+def test_the_evaluation_gives_the_tortoises_last_accuracy_beside_the_hares(runs):
+    """Hare & Tortoise's claim is about its slow copy: the evaluation's final metrics carry the
+    tortoise's test accuracy after the last chunk (tortoise_acc), the one of the chunk-by-chunk list."""
+    from stages import corrupt, evaluate, relearn
+
+    _, root = runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        relearn.main("hare_tortoise", 3, seed=0)
+        corrupt.main()
+        evaluate.main("hare_tortoise", seed=0)
+    result = json.loads((root / "metrics/evaluate/seed_0/hare_tortoise.json").read_text())
+    tortoise = result["chunks"]["chunk_3"]["networks_test_acc"]["tortoise"]
+    assert result["final"]["tortoise_acc"] == tortoise != result["final"]["final_acc"]
+    assert result["chunks"]["chunk_2"]["networks_test_acc"]["tortoise"] != tortoise
+
+
 def test_continual_backprop_replaces_units_once_mature_and_carries_its_state(runs):
     metrics, root = runs
     assert metrics["continual_backprop"][3]["reset_fraction"] > 0  # ages carried from chunk 2: mature now
