@@ -241,8 +241,8 @@ def _stagecost_table(r: dict) -> tuple[list[str], str]:
 def _dvcscaling_table(r: dict) -> tuple[list[str], str]:
     """bench/dvc_scaling.py: DVC's own time against the number of stages, in all and per stage."""
     lines = ["| stages | pipeline files | code deps | first `dvc repro` (s) | per stage | restore all from the "
-             "run-cache (s) | per stage | no-op `dvc repro` (s) | one stage's bookkeeping (s) | largest dvc.lock (KB) | "
-             "its parse, pure / C (s) |",
+             "run-cache (s) | per stage | no-op `dvc repro` (s) | one stage's bookkeeping (s) | "
+             "largest dvc.lock (KB) | its parse, pure / C (s) |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in r["rows"]:
         parse = row["parse_s"]

@@ -34,8 +34,8 @@ def pick_device(settings: TrainSettings) -> torch.device:
         # what deterministic mode would also do: fill every new tensor with NaN; the code reads
         # no uninitialised memory, so that would cost time for nothing
         torch.utils.deterministic.fill_uninitialized_memory = False
-    if choice == "cuda" and world_size() > 1:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per rank (lure.distributed)
+    if choice == "cuda" and world_size() > 1:  # a rank that has joined its group: one GPU per rank
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(choice)
 
 
@@ -74,9 +74,11 @@ def pin_cpu_kernels() -> None:
 
 
 def world_size() -> int:
-    """The processes that compute this stage together: torchrun's WORLD_SIZE (the size of the
-    process group that lure.distributed joins), 1 outside torchrun."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """The processes that compute this stage together: the size of the process group that
+    lure.distributed joins under torchrun, 1 before it has joined or without one."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def cpu_name() -> str:

@@ -1,10 +1,10 @@
 """How a training stage shows its progress as it runs.
 
 Per epoch: a progress bar when the output is a terminal; when it is not (DVC streams a stage's
-output, CI logs), lure.ticker's plain line every few seconds, none for a stage shorter than that. dvclive logs the training curves (loss, accuracy
-on the training batches, validation accuracy, against the updates so far) and the continual
-evaluation's (old_acc, new_acc) into the stage's log folder as it goes, where `dvc plots` and
-editors can watch them while the stage runs.
+output, CI logs), lure.ticker's plain line every few seconds, none for a stage shorter than
+that. dvclive logs the training curves (loss, accuracy on the training batches, validation
+accuracy, against the updates so far) and the continual evaluation's (old_acc, new_acc) into the
+stage's log folder as it goes, where `dvc plots` and editors can watch them while the stage runs.
 """
 
 from __future__ import annotations

@@ -214,10 +214,14 @@ def signed(value: float, digits: int = 4) -> str:
     return ("+" if value >= 0 else "") + _fmt(float(value), digits)
 
 
-def _places(values: Iterable[float | int], digits: int = 4, counts: bool = False) -> int:
+SECONDS = ("wall_s",)  # printed with one decimal, as counts are
+
+
+def _places(values: Iterable[float | int | None], digits: int = 4, counts: bool = False) -> int:
     """A column's decimals, for every mean and std in it alike: one for counts (whole numbers in
-    every run) and for a column that reaches 10 (seconds), `digits` for the rest (shares)."""
-    return 1 if counts or any(abs(v) >= 10 for v in values) else digits
+    every run), seconds and a column whose means or spreads reach 10 (a diverged run's loss),
+    `digits` for the rest (shares)."""
+    return 1 if counts or any(v is not None and abs(v) >= 10 for v in values) else digits
 
 
 def count_columns(evaluations: Evaluations) -> set[str]:
@@ -238,7 +242,8 @@ def _cell(row: dict, name: str, places: int = 4) -> str:
 def markdown_table(summary_rows: dict[str, dict], columns: tuple[str, ...] = COLUMNS, digits: int = 4,
                    counts: Iterable[str] = ()) -> str:
     columns = [c for c in columns if all(c in row for row in summary_rows.values())]
-    places = {c: _places([row[c] for row in summary_rows.values()], digits, c in counts) for c in columns}
+    places = {c: _places([v for row in summary_rows.values() for v in (row[c], row.get(f"{c}_std"))], digits,
+                         c in counts or c in SECONDS) for c in columns}
     header = "| method | " + " | ".join(columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     rows = [f"| {m} | " + " | ".join(_cell(row, c, places[c]) for c in columns) + " |"
@@ -252,7 +257,8 @@ def accuracy_table(evaluations: Evaluations, digits: int = 4) -> str:
     chunks = sorted({r["chunk"] for r in rows})
     header = "| method | " + " | ".join(f"chunk {k}" for k in chunks) + " |"
     rule = "|---|" + "---:|" * len(chunks)
-    places = {k: _places([r["test_acc"] for r in rows if r["chunk"] == k], digits) for k in chunks}
+    places = {k: _places([v for r in rows if r["chunk"] == k for v in (r["test_acc"], r.get("test_acc_std"))], digits)
+              for k in chunks}
     cells = {(r["method"], r["chunk"]): _cell(r, "test_acc", places[r["chunk"]]) for r in rows}
     lines = [f"| {m} | " + " | ".join(cells[m, k] for k in chunks) + " |" for m in evaluations]
     return "\n".join([header, rule, *lines])

@@ -1,9 +1,10 @@
 """Stage prepare: cut the source into a test set and N chunks, each with a validation split."""
 
 from lure import paths
-from lure.chunks import describe_sizes, prepare
+from lure.chunks import describe_sizes
 from lure.config import PARAMS_FILE, load_params
 from lure.errors import ParamsFile, run_command
+from lure.prepare import prepare
 
 
 def main(params_file: ParamsFile = PARAMS_FILE) -> None:

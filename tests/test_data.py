@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from lure.chunks import Chunk, chunk_indices, describe_sizes, load_chunks, load_test, prepare, split_chunk
+from lure.chunks import Chunk, chunk_indices, describe_sizes, load_chunks, load_test, split_chunk
 from lure.config import ReplaySettings, parse_params
 from lure.errors import LureError
 from lure.images import Images
 from lure.io import load_arrays
+from lure.prepare import prepare
 from lure.replay import replay, reservoir
 from lure.sources import decode, load_source
 

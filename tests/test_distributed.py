@@ -189,3 +189,15 @@ def test_a_stage_under_torchrun_by_hand_must_agree_with_the_params(monkeypatch):
     with pytest.raises(LureError, match=r"train.processes x train.nodes is 1 x 1 = 1, but this stage runs under "
                                         r"torchrun with 2 processes: set train.processes"):
         distributed.start(TrainSettings())
+
+
+def test_the_world_is_the_joined_group_not_the_environment(monkeypatch):
+    """A process that sees WORLD_SIZE but has joined no group (a cluster's wrapper without
+    torchrun, a library call) computes alone: all of the data, no collectives."""
+    from lure import distributed
+    from lure.device import world_size
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert world_size() == 1 and distributed.rank() == 0
+    assert distributed.shard(10) == slice(0, 10)

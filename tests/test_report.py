@@ -200,6 +200,14 @@ def test_each_column_prints_its_means_and_stds_with_one_precision():
     assert paired[4] == "| lure | final_acc | 3 | -0.050 | [-0.174, +0.074] | includes 0 |"
     one_seed = tables({m: {0: runs[0]} for m, runs in evaluations.items()}, ("final_acc", "cer", "updates"), digits=3)
     assert "| scratch | 0.800 | 3 | 1400 |" in one_seed  # one run's counts as they are
+    # a spread that reaches 10 under a smaller mean (a diverged seed's loss) sets its column's decimals
+    # as a mean would; seconds take one decimal even when every run is short
+    chunks = {"chunk_1": {"test_acc": 0.5, "updates": 1}}
+    loss = {m: {s: {"final": {"nll": v}, "chunks": chunks} for s, v in enumerate(values)}
+            for m, values in {"warm": [0.31, 0.35], "lure": [0.3, 24.3]}.items()}
+    short = {"warm": {"wall_s": 4.25, "wall_s_std": 0.5}, "lure": {"wall_s": 3.5, "wall_s_std": 0.25}}
+    rows = tables(loss, ("nll", "wall_s"), short, digits=3).splitlines()[4:6]
+    assert rows == ["| warm | 0.3 ± 0.0 | 4.2 ± 0.5 |", "| lure | 12.3 ± 17.0 | 3.5 ± 0.2 |"]
 
 
 def two_seeds_reported(folder, params_dict):
