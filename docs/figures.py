@@ -79,8 +79,8 @@ def revisions(node: object) -> set[str]:
 
 def drop_rev_legends(node: object) -> None:
     """No legend for an encoding by revision, anywhere in a vega-lite spec (the encodings stay)."""
-    if isinstance(node, dict):
-        for channel, encoding in node.get("encoding", {}).items():
+    if isinstance(node, dict) and isinstance(node.get("encoding"), dict):  # not a data row's "encoding" column
+        for channel, encoding in node["encoding"].items():
             if channel in LEGENDS and isinstance(encoding, dict) and encoding.get("field") == "rev":
                 encoding["legend"] = None
     for value in node.values() if isinstance(node, dict) else node if isinstance(node, list) else ():
