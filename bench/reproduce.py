@@ -45,7 +45,8 @@ import yaml
 from common import current_commit
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("warmstart-mlp", "warmstart-cnn", "chunks-mlp", "fewshot-mlp")
+STUDIES = ("warmstart-mlp", "warmstart-cnn", "chunks-mlp", "fewshot-mlp",  # Ash & Adams', LURE's claims
+           "dash-chunks", "fire-continual", "hare-tortoise")  # the newer papers' (issue 28)
 
 
 def override(params: dict, assignment: str) -> None:
