@@ -4,6 +4,7 @@ itself runs with DVC (`dvc repro`); its stages are the modules in stages/."""
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 
 import click
@@ -198,7 +199,8 @@ def bench_table(name: str) -> str:
     tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table,
               "images": _images_table, "reproduce": _reproduce_table, "gpucheck": _gpucheck_table,
               "reproducibility": _reproducibility_table, "methods": _methods_table, "stagecost": _stagecost_table,
-              "queue": _queue_table, "dvcscaling": _dvcscaling_table}
+              "queue": _queue_table, "dvcscaling": _dvcscaling_table,
+              "fireharness": _fireharness_table}
     if kind not in tables:
         raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
     lines, about = tables[kind](read_json(path))
@@ -257,6 +259,43 @@ def _dvcscaling_table(r: dict) -> tuple[list[str], str]:
     loader = "C loader installed" if r["c_loader_installed"] else "pure-Python loader"
     return lines, (f"{m['cores']} cores, {m['cpu']}; DVC {r['versions']['dvc']}, {loader}; "
                    f"commit {r['commit'][:10]}")
+
+
+def _fireharness_table(r: dict) -> tuple[list[str], str]:
+    """bench/fire_harness.py: FIRE's own loop on a preset's setting, beside lure's run of that preset
+    (its kept results): test accuracy after each chunk, and the final accuracies' difference with
+    Welch's 95% interval (the two sides' seeds draw different images, so they are not paired)."""
+    from scipy.stats import ttest_ind
+
+    from lure.report import load_kept
+
+    kept = Path(r["lure_results"])
+    ours = load_kept(kept) if (kept / "params.yaml").is_file() else {}
+    lines = ["| method | FIRE's harness: after chunk 1 / 2 / ... | lure: after chunk 1 / 2 / ... | "
+             "final: FIRE's harness | final: lure | lure − FIRE's harness, 95% interval (Welch) |",
+             "|---|---|---|---:|---:|---:|"]
+
+    def mean_sd(values: list[float]) -> str:
+        return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+    for method, m in r["methods"].items():
+        theirs = [run["test_acc"][-1] for run in m["runs"]]
+        by_chunk = " / ".join(f"{a:.3f}" for a in m["test_acc_by_chunk"]["mean"])
+        runs = list(ours.get(method, {}).values())
+        if not runs:
+            lines.append(f"| {method} | {by_chunk} | not run yet | {mean_sd(theirs)} | - | - |")
+            continue
+        chunks = sorted(runs[0]["chunks"], key=lambda name: int(name.split("_")[1]))
+        lure_by_chunk = " / ".join(f"{statistics.fmean(run['chunks'][c]['test_acc'] for run in runs):.3f}"
+                                   for c in chunks)
+        finals = [run["final"]["final_acc"] for run in runs]
+        low, high = ttest_ind(finals, theirs, equal_var=False).confidence_interval(0.95)
+        lines.append(f"| {method} | {by_chunk} | {lure_by_chunk} | {mean_sd(theirs)} | {mean_sd(finals)} | "
+                     f"{statistics.fmean(finals) - statistics.fmean(theirs):+.3f} [{low:+.3f}, {high:+.3f}] |")
+    m = r["machine"]
+    return lines, (f"mean ± std over run seeds {r['seeds']} on each side; FIRE's side: {m['cores']} cores, {m['cpu']}, "
+                   f"{m['torch_threads']} thread, torch {r['versions']['torch']}, {r['seconds'] / 60:.1f} minutes, "
+                   f"commit {r['commit'][:10]}; lure's: {kept.as_posix()}")
 
 
 def _queue_table(r: dict) -> tuple[list[str], str]:

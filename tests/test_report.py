@@ -355,3 +355,38 @@ def test_kept_results_show_the_wall_times_kept_with_them(in_tmp, params_dict):
     # the wall times are shown, not paired: they are no run's metrics
     text = results_text(kept=in_tmp / "kept", timing=False, columns="final_acc,wall_s", paired="warm")
     assert "| scratch | final_acc | 1 | -0.1000 | - | - |" in text and "| scratch | wall_s |" not in text
+
+
+def test_the_fire_harness_table_sets_fires_loop_beside_lures_kept_run(in_tmp, params_dict):
+    """bench/fire_harness.py's result beside lure's kept run of the preset: per-chunk means on each
+    side, and the final accuracies' difference with Welch's interval (the sides' seeds are not paired)."""
+    from scipy.stats import t
+
+    from lure.cli import bench_table
+
+    theirs = {"warm": [[0.30, 0.33], [0.31, 0.35], [0.29, 0.34]], "fire": [[0.30, 0.36], [0.31, 0.37], [0.29, 0.38]]}
+    ours = {"warm": [[0.32, 0.40], [0.33, 0.41], [0.31, 0.45]], "fire": [[0.32, 0.50], [0.33, 0.52], [0.31, 0.48]]}
+    write_json(in_tmp / "bench/results/fireharness-test.json", {
+        "lure_results": "results/kept", "seeds": [0, 1, 2], "commit": "0" * 40, "seconds": 60.0,
+        "machine": {"cores": 2, "cpu": "test", "torch_threads": 1}, "versions": {"torch": "x"},
+        "methods": {m: {"runs": [{"test_acc": acc} for acc in runs],
+                        "test_acc_by_chunk": {"mean": [statistics.fmean(c) for c in zip(*runs)]}}
+                    for m, runs in theirs.items()}})
+    params_dict["seeds"] = [0, 1, 2]
+    params_dict["methods"] = {"warm": {}, "fire": {}}
+    write_text(in_tmp / "results/kept/params.yaml", yaml.safe_dump(params_dict))
+    for method, runs in ours.items():
+        for seed, accs in enumerate(runs):
+            write_json(in_tmp / f"results/kept/evaluate/seed_{seed}/{method}.json", evaluation(accs[-1], 0, accs))
+    table = bench_table("fireharness-test")
+    [warm] = [line for line in table.splitlines() if line.startswith("| warm |")]
+    # Welch's interval, stated here from its textbook form
+    a, b = [r[-1] for r in ours["warm"]], [r[-1] for r in theirs["warm"]]
+    va, vb = statistics.variance(a) / 3, statistics.variance(b) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    diff, half = statistics.fmean(a) - statistics.fmean(b), t.ppf(0.975, df) * (va + vb) ** 0.5
+    assert warm == (f"| warm | 0.300 / 0.340 | 0.320 / 0.420 | 0.340 ± 0.010 | 0.420 ± 0.026 | "
+                    f"{diff:+.3f} [{diff - half:+.3f}, {diff + half:+.3f}] |")
+    assert "| fire | 0.300 / 0.370 | 0.320 / 0.500 | 0.370 ± 0.010 | 0.500 ± 0.020 | +0.130 [" in table
+    shutil.rmtree(in_tmp / "results/kept")
+    assert "| warm | 0.300 / 0.340 | not run yet | 0.340 ± 0.010 | - | - |" in bench_table("fireharness-test")
