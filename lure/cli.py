@@ -450,12 +450,19 @@ def _reproduce_table(r: dict) -> tuple[list[str], str]:
         if s.get("jobs"):  # DVC's queue: its experiments' stages, then the workspace's restore and report
             variant += f" (DVC's queue, {s['jobs']} workers, an experiment per {s['split'][:-1]})"
             kept = f" ({s['stages_restored']} restored from the run-cache)"
+        if s.get("beside"):  # run at the same time as other studies, each in its own clone
+            variant += f" (at once with {', '.join(s['beside'])}, {s['threads']} thread each)"
         lines.append(f"| {name}{variant} | {len(s['seeds'])} | {', '.join(s['methods'])} | "
                      f"{s['stages_run']}{kept} | {s['seconds'] / 60:.1f} |")
-    studies = [s for s in r["studies"].values() if not s.get("overrides") and not s.get("jobs")]  # variants apart
-    total = sum(s["seconds"] for s in studies) / 60
-    label = "all" + (", variants apart" if len(studies) < len(r["studies"]) else "")
-    lines.append(f"| {label} | | | {sum(s['stages_run'] for s in studies)} | {total:.1f} |")
+    one_by_one = [s for s in r["studies"].values() if not (s.get("overrides") or s.get("jobs") or s.get("beside"))]
+    total = sum(s["seconds"] for s in one_by_one) / 60
+    variants = any(s.get("overrides") for s in r["studies"].values())
+    label = "all run one by one" + (", variants apart" if variants else "")
+    lines.append(f"| {label} | | | {sum(s['stages_run'] for s in one_by_one)} | {total:.1f} |")
+    at_once = [name for name, s in r["studies"].items() if s.get("beside")]
+    if at_once:  # their wall time is the longest one's
+        lines.append(f"| {', '.join(at_once)}, at once | | | {sum(r['studies'][n]['stages_run'] for n in at_once)} | "
+                     f"{max(r['studies'][n]['seconds'] for n in at_once) / 60:.1f} |")
     machines = {f"{s['machine']['cores']} cores, {s['machine']['cpu']}; torch {s['torch']}; commit {s['commit'][:10]}"
                 for s in r["studies"].values()}
     return lines, "; ".join(sorted(machines))

@@ -233,6 +233,8 @@ def count_columns(evaluations: Evaluations) -> set[str]:
 def _cell(row: dict, name: str, places: int = 4) -> str:
     """`mean ± std` with two seeds or more, both with the column's decimals (a count's mean too);
     the value alone with one (a count as it is)."""
+    if name not in row:  # a metric only some methods have (the tortoise's accuracy)
+        return "-"
     spread = row.get(f"{name}_std")
     if spread is None:
         return _fmt(row[name], places)
@@ -241,9 +243,10 @@ def _cell(row: dict, name: str, places: int = 4) -> str:
 
 def markdown_table(summary_rows: dict[str, dict], columns: tuple[str, ...] = COLUMNS, digits: int = 4,
                    counts: Iterable[str] = ()) -> str:
-    columns = [c for c in columns if all(c in row for row in summary_rows.values())]
-    places = {c: _places([v for row in summary_rows.values() for v in (row[c], row.get(f"{c}_std"))], digits,
-                         c in counts or c in SECONDS) for c in columns}
+    # a column some methods lack (the tortoise's accuracy) shows "-" for them; one that none has, not at all
+    columns = [c for c in columns if any(c in row for row in summary_rows.values())]
+    places = {c: _places([v for row in summary_rows.values() if c in row for v in (row[c], row.get(f"{c}_std"))],
+                         digits, c in counts or c in SECONDS) for c in columns}
     header = "| method | " + " | ".join(columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     rows = [f"| {m} | " + " | ".join(_cell(row, c, places[c]) for c in columns) + " |"
@@ -349,12 +352,14 @@ def paired_differences(evaluations: Evaluations, baseline: str, metric: str,
 
 
 def paired_table(evaluations: Evaluations, baseline: str, metrics: tuple[str, ...], digits: int = 4) -> str:
-    """paired_differences for each of `metrics`, one row per method and metric, with whether the
-    95% interval lies above 0, below it, or includes it."""
+    """paired_differences for each of `metrics` that the baseline measured, one row per method and
+    metric, with whether the 95% interval lies above 0, below it, or includes it."""
     lines = [f"| method − {baseline} | metric | seeds | mean difference | 95% interval | |",
              "|---|---|---:|---:|---:|---|"]
     counts = count_columns(evaluations)
     for metric in metrics:
+        if not any(metric in run["final"] for run in evaluations[baseline].values()):
+            continue  # another network's metric (the tortoise's): its pairings are the claims'
         differences = paired_differences(evaluations, baseline, metric)
         places = _places([v for d in differences.values() for v in (d["mean"], *(d["ci95"] or ()))], digits,
                          metric in counts)

@@ -390,3 +390,35 @@ def test_the_fire_harness_table_sets_fires_loop_beside_lures_kept_run(in_tmp, pa
     assert "| fire | 0.300 / 0.370 | 0.320 / 0.500 | 0.370 ± 0.010 | 0.500 ± 0.020 | +0.130 [" in table
     shutil.rmtree(in_tmp / "results/kept")
     assert "| warm | 0.300 / 0.340 | not run yet | 0.340 ± 0.010 | - | - |" in bench_table("fireharness-test")
+
+
+def test_the_reproduce_table_totals_the_studies_run_one_by_one_and_those_run_at_once_apart(in_tmp):
+    from lure.cli import bench_table
+
+    def study(seconds: float, stages: int, **extra) -> dict:
+        return {"seconds": seconds, "stages_run": stages, "seeds": [0, 1], "methods": ["warm"], "torch": "x",
+                "commit": "0" * 40, "machine": {"cores": 2, "cpu": "test"}, **extra}
+
+    write_json(in_tmp / "bench/results/reproduce-test.json", {"studies": {
+        "a": study(600, 10), "b": study(1200, 20), "a-fresh": study(300, 5, overrides=["x=1"]),
+        "c": study(900, 30, beside=["d"], threads=1), "d": study(1500, 40, beside=["c"], threads=1)}})
+    table = bench_table("reproduce-test")
+    assert "| all run one by one, variants apart | | | 30 | 30.0 |" in table  # a and b: 10 + 20 minutes
+    assert "| c (at once with d, 1 thread each) | 2 | warm | 30 | 15.0 |" in table
+    assert "| c, d, at once | | | 70 | 25.0 |" in table  # the longer one's wall time, not the sum
+
+
+def test_a_metric_only_one_method_has_shows_as_a_dash_for_the_others_and_is_not_paired():
+    """The tortoise's accuracy: hare_tortoise's evaluations carry it, warm's do not."""
+    from lure.report import markdown_table, paired_table, summary
+
+    evaluations = {"warm": {s: evaluation(acc, 10, [acc]) for s, acc in enumerate([0.40, 0.42])},
+                   "hare_tortoise": {s: evaluation(acc, 10, [acc]) for s, acc in enumerate([0.44, 0.47])}}
+    for seed, acc in enumerate([0.50, 0.52]):
+        evaluations["hare_tortoise"][seed]["final"]["tortoise_acc"] = acc
+    table = markdown_table(summary(evaluations), ("final_acc", "tortoise_acc"))
+    assert table.splitlines()[0] == "| method | final_acc | tortoise_acc |"
+    assert "| warm | 0.4100 ± 0.0141 | - |" in table
+    assert "| hare_tortoise | 0.4550 ± 0.0212 | 0.5100 ± 0.0141 |" in table
+    paired = paired_table(evaluations, "warm", ("final_acc", "tortoise_acc"))
+    assert "| hare_tortoise | final_acc | 2 | +0.0450 |" in paired and "tortoise_acc" not in paired
