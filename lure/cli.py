@@ -68,16 +68,20 @@ def results(params_file: ParamsFile = PARAMS_FILE,
             paired: str | None = typer.Option(None, "--paired", help="also each method's difference from this "
                                               "one, paired by run seed, with its 95% interval (for the "
                                               "--columns given, else final_acc)"),
+            paired_on: str | None = typer.Option(None, "--paired-on", help="the metrics of --paired, "
+                                                 "comma-separated (default: the --columns given, else final_acc)"),
             timing: bool = typer.Option(True, help="the wall times of metrics/timing.json, where there are"),
             keep: Path | None = typer.Option(None, "--keep", help="copy the params file and the evaluations there"),
             ) -> None:
     """Print the comparison tables of the last `dvc repro` (metrics/evaluate/), or of kept results."""
-    print(results_text(params_file, kept, every_column, columns, recovery, timing, keep, paired, convergence), end="")
+    print(results_text(params_file, kept, every_column, columns, recovery, timing, keep, paired, convergence,
+                       paired_on), end="")
 
 
 def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every_column: bool = False,
                  columns: str | None = None, recovery: bool = False, timing: bool = True,
-                 keep: Path | None = None, paired: str | None = None, convergence: bool = False) -> str:
+                 keep: Path | None = None, paired: str | None = None, convergence: bool = False,
+                 paired_on: str | None = None) -> str:
     from lure import paths
     from lure.config import load_params
     from lure.io import read_json
@@ -98,9 +102,10 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
         keep_results(source, evaluations, keep, with_plots=kept is None)
     compact = not (columns or every_column)
     shown = tuple(c.strip() for c in columns.split(",")) if columns else COLUMNS if every_column else COMPACT_TIMED
-    unknown = [c for c in shown if c not in COLUMNS]
-    if unknown:
-        raise LureError(f"--columns: no column {', '.join(unknown)} (the columns: {', '.join(COLUMNS)})")
+    for option, names in (("--columns", shown), ("--paired-on", paired_on.split(",") if paired_on else [])):
+        unknown = [c.strip() for c in names if c.strip() not in COLUMNS]
+        if unknown:
+            raise LureError(f"{option}: no column {', '.join(unknown)} (the columns: {', '.join(COLUMNS)})")
     # wall times: a kept run's are fixed at keeping (timing.json there); a live run's only on request
     times_file = kept / paths.TIMING.name if kept else paths.TIMING if timing else None
     times = read_json(times_file) if times_file and times_file.is_file() else None
@@ -108,7 +113,8 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
     text += "\n\n" + recovery_table(evaluations) if recovery else ""
     text += "\n\n" + convergence_table(evaluations) if convergence else ""
     if paired:  # over the columns asked for, but the wall times, which are no run's metrics
-        metrics = tuple(c for c in shown if c != "wall_s") if columns else ("final_acc",)
+        metrics = tuple(c.strip() for c in paired_on.split(",")) if paired_on else \
+            tuple(c for c in shown if c != "wall_s") if columns else ("final_acc",)
         text += "\n\n" + paired_table(evaluations, paired, metrics, digits=3 if compact else 4)
     return text + "\n"
 
@@ -182,7 +188,8 @@ def readme_text(text: str) -> str:
                 raise LureError(f"README.md: `<!-- lure results{match['args']} -->`: {err.format_message()}") from None
             body = results_text(kept=options["kept"], every_column=options["every_column"],
                                 columns=options["columns"], recovery=options["recovery"], timing=False,
-                                paired=options["paired"], convergence=options["convergence"])
+                                paired=options["paired"], convergence=options["convergence"],
+                                paired_on=options["paired_on"])
         return match.group(1) + "\n" + body + "\n" + match.group(5)
 
     return README_BLOCK.sub(block, text)
@@ -452,6 +459,8 @@ def _reproduce_table(r: dict) -> tuple[list[str], str]:
             kept = f" ({s['stages_restored']} restored from the run-cache)"
         if s.get("beside"):  # run at the same time as other studies, each in its own clone
             variant += f" (at once with {', '.join(s['beside'])}, {s['threads']} thread each)"
+        if s.get("note"):
+            variant += f" ({s['note']})"
         lines.append(f"| {name}{variant} | {len(s['seeds'])} | {', '.join(s['methods'])} | "
                      f"{s['stages_run']}{kept} | {s['seconds'] / 60:.1f} |")
     one_by_one = [s for s in r["studies"].values() if not (s.get("overrides") or s.get("jobs") or s.get("beside"))]

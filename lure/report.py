@@ -20,9 +20,9 @@ from lure.stability import read_curve
 
 # The summary table's columns, in order; those a run did not measure are left out. The compact
 # table fits a terminal of 120 columns with mean ± std cells; `lure results --all` prints them all.
-COLUMNS = ("final_acc", "anytime_acc", "cer", "ece", "ece_ts", "nll", "brier", "mca", "rel_robustness",
-           "ece_corrupt", "gap_depth", "min_acc", "wc_acc", "sgm_gap", "never_recovered", "reset_fraction", "updates",
-           "wall_s")
+COLUMNS = ("final_acc", "tortoise_acc", "anytime_acc", "cer", "ece", "ece_ts", "nll", "brier", "mca",
+           "rel_robustness", "ece_corrupt", "gap_depth", "min_acc", "wc_acc", "sgm_gap", "never_recovered",
+           "reset_fraction", "updates", "images", "wall_s")
 COMPACT = ("final_acc", "anytime_acc", "cer", "ece", "mca", "gap_depth")
 COMPACT_TIMED = COMPACT + ("wall_s",)  # what the report and `lure results` print: with the wall times
 

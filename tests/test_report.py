@@ -307,6 +307,18 @@ def test_lure_results_paired_from_kept_results():
     assert "| scratch | final_acc | 3 |" in text
 
 
+def test_lure_results_pairs_on_the_metrics_asked_for_while_the_table_shows_its_columns():
+    from lure.cli import results_text
+
+    text = results_text(kept=ROOT / "results" / "digits-methods", columns="final_acc,ece,updates", paired="warm",
+                        paired_on="ece", timing=False)
+    assert "| method | final_acc | ece | updates |" in text
+    paired = text[text.index("| method − warm |"):]
+    assert "| scratch | ece | 3 |" in paired and "final_acc" not in paired and "updates" not in paired
+    with pytest.raises(LureError, match="--paired-on: no column bogus"):
+        results_text(kept=ROOT / "results" / "digits-methods", paired="warm", paired_on="ece,bogus")
+
+
 def test_convergence_table_gives_the_rule_accuracy_and_epochs_per_chunk():
     from lure.report import convergence_table
 
