@@ -34,7 +34,20 @@ STUDIES = {  # results/<name> -> (title, metrics of the paired differences)
     "chunks-mlp": ("8 chunks, full replay, MLP (presets/cifar10-chunks-mlp.yaml)",
                    ("final_acc", "ece", "ece_ts", "mca")),
     "fewshot-mlp": ("few-shot, 8 chunks, MLP (presets/cifar10-fewshot-mlp.yaml)", ("final_acc", "ece", "ece_ts")),
+    # the newer papers' protocols (issue 28)
+    "dash-chunks": ("DASH's chunks, to 99.9%, MLP (presets/cifar10-dash-chunks.yaml)", ("final_acc", "ece")),
+    "fire-continual": ("FIRE's continual chunks, MLP (presets/cifar10-fire-continual.yaml)", ("final_acc", "ece")),
+    "hare-tortoise": ("noisy warm start, MLP (presets/cifar10-hare-tortoise.yaml)", ("final_acc", "ece")),
 }
+
+
+def compared(name: str) -> int:
+    """The methods a kept study sets beside warm start."""
+    import yaml
+
+    return len(yaml.safe_load((ROOT / "results" / name / "params.yaml").read_text())["methods"]) - 1
+
+
 for name, (title, metrics) in STUDIES.items():
     FIGURES[f"reproduce-{name}-accuracy.png"] = (
         f"results/{name}/accuracy.csv",
@@ -45,7 +58,7 @@ for name, (title, metrics) in STUDIES.items():
         ["--template", ".dvc/plots/paired.json", "-x", "mean_difference", "-y", "method",
          "--x-label", "method − warm, paired by seed, with its 95% interval (accuracy: higher is better; "
          "ECE: lower is better)", "--title", title],
-        f"720,{130 + 3 * 16 * (len(metrics) + 1)}")  # 16 px a row: 3 methods x (the metrics and a gap)
+        f"720,{130 + compared(name) * 16 * (len(metrics) + 1)}")  # 16 px a row: methods x (metrics and a gap)
 
 
 def paired_csv(name: str, metrics: tuple[str, ...], folder: Path) -> Path:
