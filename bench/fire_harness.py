@@ -57,8 +57,10 @@ Differences from lure's preset that remain (FIRE's harness run as it is):
   of 256 (train.py:186-187); lure's over the same images (chunks 1..k) in stored order, in batches
   of one chunk's training images, 950 (lure/methods/dash.py:36, 55). Both from an eval-mode copy
   (FIRE's model is in eval mode after Task.test), which changes nothing for the MLP.
-- randomness: FIRE draws the batch order from torch's global RNG, which DASH's pass and every
-  test loader also advance, so methods of one seed differ in their batch orders after chunk 1;
+- randomness: FIRE draws the batch order from torch's global RNG, which DASH's extra pass over
+  the loader also advances, so DASH's batch orders differ from the other methods' of its seed
+  after chunk 1 (FIRE's and shrink & perturb's interventions draw nothing, and every method's
+  tests draw alike);
   lure draws it from a generator per (run seed, chunk) (lure/relearn.py:92), the same for every
   method. The initial weights are the same for the same seed number: torch.manual_seed(seed),
   then PyTorch's default draws of the same three layers in the same order, on both sides

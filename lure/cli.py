@@ -102,6 +102,8 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
         keep_results(source, evaluations, keep, with_plots=kept is None)
     compact = not (columns or every_column)
     shown = tuple(c.strip() for c in columns.split(",")) if columns else COLUMNS if every_column else COMPACT_TIMED
+    if paired_on and not paired:
+        raise LureError("--paired-on: pairs with the method of --paired, which is missing")
     for option, names in (("--columns", shown), ("--paired-on", paired_on.split(",") if paired_on else [])):
         unknown = [c.strip() for c in names if c.strip() not in COLUMNS]
         if unknown:
@@ -299,10 +301,13 @@ def _fireharness_table(r: dict) -> tuple[list[str], str]:
         low, high = ttest_ind(finals, theirs, equal_var=False).confidence_interval(0.95)
         lines.append(f"| {method} | {by_chunk} | {lure_by_chunk} | {mean_sd(theirs)} | {mean_sd(finals)} | "
                      f"{statistics.fmean(finals) - statistics.fmean(theirs):+.3f} [{low:+.3f}, {high:+.3f}] |")
-    m = r["machine"]
-    return lines, (f"mean ± std over run seeds {r['seeds']} on each side; FIRE's side: {m['cores']} cores, {m['cpu']}, "
-                   f"{m['torch_threads']} thread, torch {r['versions']['torch']}, {r['seconds'] / 60:.1f} minutes, "
-                   f"commit {r['commit'][:10]}; lure's: {kept.as_posix()}")
+    m, threads = r["machine"], r["machine"]["torch_threads"]
+    ours_seeds = sorted({seed for runs in ours.values() for seed in runs})
+    fire_commit = f", FIRE at {r['fire']['commit']}" if r.get("fire", {}).get("commit") else ""
+    return lines, (f"mean ± std over run seeds {r['seeds']} (FIRE's harness) and {ours_seeds or '-'} (lure); FIRE's "
+                   f"side: {m['cores']} cores, {m['cpu']}, {threads} thread{'s' if threads > 1 else ''}, torch "
+                   f"{r['versions']['torch']}, {r['seconds'] / 60:.1f} minutes, commit {r['commit'][:10]}"
+                   f"{fire_commit}; lure's: {kept.as_posix()}")
 
 
 def _queue_table(r: dict) -> tuple[list[str], str]:
@@ -459,8 +464,9 @@ def _reproduce_table(r: dict) -> tuple[list[str], str]:
             kept = f" ({s['stages_restored']} restored from the run-cache)"
         if s.get("beside"):  # run at the same time as other studies, each in its own clone
             variant += f" (at once with {', '.join(s['beside'])}, {s['threads']} thread each)"
-        if s.get("note"):
+        if s.get("note"):  # e.g. stages another worker ran beside it, restored here
             variant += f" ({s['note']})"
+            kept = f" (+{s['stages_skipped']} restored from the run-cache)" if s.get("stages_skipped") else ""
         lines.append(f"| {name}{variant} | {len(s['seeds'])} | {', '.join(s['methods'])} | "
                      f"{s['stages_run']}{kept} | {s['seconds'] / 60:.1f} |")
     one_by_one = [s for s in r["studies"].values() if not (s.get("overrides") or s.get("jobs") or s.get("beside"))]

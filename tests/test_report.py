@@ -317,6 +317,8 @@ def test_lure_results_pairs_on_the_metrics_asked_for_while_the_table_shows_its_c
     assert "| scratch | ece | 3 |" in paired and "final_acc" not in paired and "updates" not in paired
     with pytest.raises(LureError, match="--paired-on: no column bogus"):
         results_text(kept=ROOT / "results" / "digits-methods", paired="warm", paired_on="ece,bogus")
+    with pytest.raises(LureError, match="--paired-on: pairs with the method of --paired, which is missing"):
+        results_text(kept=ROOT / "results" / "digits-methods", paired_on="ece")
 
 
 def test_convergence_table_gives_the_rule_accuracy_and_epochs_per_chunk():
@@ -400,6 +402,7 @@ def test_the_fire_harness_table_sets_fires_loop_beside_lures_kept_run(in_tmp, pa
     assert warm == (f"| warm | 0.300 / 0.340 | 0.320 / 0.420 | 0.340 ± 0.010 | 0.420 ± 0.026 | "
                     f"{diff:+.3f} [{diff - half:+.3f}, {diff + half:+.3f}] |")
     assert "| fire | 0.300 / 0.370 | 0.320 / 0.500 | 0.370 ± 0.010 | 0.500 ± 0.020 | +0.130 [" in table
+    assert "run seeds [0, 1, 2] (FIRE's harness) and [0, 1, 2] (lure)" in table
     shutil.rmtree(in_tmp / "results/kept")
     assert "| warm | 0.300 / 0.340 | not run yet | 0.340 ± 0.010 | - | - |" in bench_table("fireharness-test")
 
@@ -413,11 +416,15 @@ def test_the_reproduce_table_totals_the_studies_run_one_by_one_and_those_run_at_
 
     write_json(in_tmp / "bench/results/reproduce-test.json", {"studies": {
         "a": study(600, 10), "b": study(1200, 20), "a-fresh": study(300, 5, overrides=["x=1"]),
-        "c": study(900, 30, beside=["d"], threads=1), "d": study(1500, 40, beside=["c"], threads=1)}})
+        "c": study(900, 30, beside=["d"], threads=1),
+        "d": study(1500, 40, beside=["c"], threads=1, stages_skipped=7, note="a second worker ran 7 stages")}})
     table = bench_table("reproduce-test")
     assert "| all run one by one, variants apart | | | 30 | 30.0 |" in table  # a and b: 10 + 20 minutes
     assert "| c (at once with d, 1 thread each) | 2 | warm | 30 | 15.0 |" in table
     assert "| c, d, at once | | | 70 | 25.0 |" in table  # the longer one's wall time, not the sum
+    # stages another worker ran beside it were restored, not kept from an earlier run
+    assert "| d (at once with c, 1 thread each) (a second worker ran 7 stages) | 2 | warm | 40 (+7 restored from the " \
+           "run-cache) | 25.0 |" in table
 
 
 def test_a_metric_only_one_method_has_shows_as_a_dash_for_the_others_and_is_not_paired():
