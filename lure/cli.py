@@ -102,10 +102,11 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
         keep_results(source, evaluations, keep, with_plots=kept is None)
     compact = not (columns or every_column)
     shown = tuple(c.strip() for c in columns.split(",")) if columns else COLUMNS if every_column else COMPACT_TIMED
-    if paired_on and not paired:
+    pairs = tuple(c.strip() for c in paired_on.split(",")) if paired_on else ()
+    if pairs and not paired:
         raise LureError("--paired-on: pairs with the method of --paired, which is missing")
-    for option, names in (("--columns", shown), ("--paired-on", paired_on.split(",") if paired_on else [])):
-        unknown = [c.strip() for c in names if c.strip() not in COLUMNS]
+    for option, names in (("--columns", shown), ("--paired-on", pairs)):
+        unknown = [c for c in names if c not in COLUMNS]
         if unknown:
             raise LureError(f"{option}: no column {', '.join(unknown)} (the columns: {', '.join(COLUMNS)})")
     # wall times: a kept run's are fixed at keeping (timing.json there); a live run's only on request
@@ -115,8 +116,7 @@ def results_text(params_file: str = PARAMS_FILE, kept: Path | None = None, every
     text += "\n\n" + recovery_table(evaluations) if recovery else ""
     text += "\n\n" + convergence_table(evaluations) if convergence else ""
     if paired:  # over the columns asked for, but the wall times, which are no run's metrics
-        metrics = tuple(c.strip() for c in paired_on.split(",")) if paired_on else \
-            tuple(c for c in shown if c != "wall_s") if columns else ("final_acc",)
+        metrics = pairs or (tuple(c for c in shown if c != "wall_s") if columns else ("final_acc",))
         text += "\n\n" + paired_table(evaluations, paired, metrics, digits=3 if compact else 4)
     return text + "\n"
 

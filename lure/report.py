@@ -358,8 +358,9 @@ def paired_table(evaluations: Evaluations, baseline: str, metrics: tuple[str, ..
              "|---|---|---:|---:|---:|---|"]
     counts = count_columns(evaluations)
     for metric in metrics:
-        if not any(metric in run["final"] for run in evaluations[baseline].values()):
-            continue  # another network's metric (the tortoise's): its pairings are the claims'
+        if baseline in evaluations and not any(metric in run["final"] for run in evaluations[baseline].values()):
+            continue  # another network's metric (the tortoise's): its pairings are the claims' (an unknown
+            # baseline goes on to paired_differences, which names it)
         differences = paired_differences(evaluations, baseline, metric)
         places = _places([v for d in differences.values() for v in (d["mean"], *(d["ci95"] or ()))], digits,
                          metric in counts)

@@ -319,6 +319,8 @@ def test_lure_results_pairs_on_the_metrics_asked_for_while_the_table_shows_its_c
         results_text(kept=ROOT / "results" / "digits-methods", paired="warm", paired_on="ece,bogus")
     with pytest.raises(LureError, match="--paired-on: pairs with the method of --paired, which is missing"):
         results_text(kept=ROOT / "results" / "digits-methods", paired_on="ece")
+    with pytest.raises(LureError, match="--paired: bogus is not a method of these runs"):
+        results_text(kept=ROOT / "results" / "digits-methods", paired="bogus", paired_on="ece")
 
 
 def test_convergence_table_gives_the_rule_accuracy_and_epochs_per_chunk():
