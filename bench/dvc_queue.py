@@ -7,7 +7,7 @@ Two fresh clones of the committed HEAD, so that neither finds the other's stages
 in one, `dvc repro` runs every stage in turn; in the other, bench/reproduce.py's queued run (the
 stages the seeds share, one queued experiment per seed, `dvc queue start -j N` with cores/N threads
 each, then `dvc repro` in the workspace, which restores every stage from the run-cache and runs the
-report). Compares what both wrote: every output's hash in the two dvc.lock files (equal where the
+report). Compares what both wrote: every output's hash in their dvc.lock files (equal where the
 preset's kernels are portable: results independent of the thread count). Writes
 bench/results/queue-<arch>-<cores>cores.json, which `uv run lure readme` shows in the README.
 Target on a 2-core CPU: the queue at least 1.3x as fast.
@@ -29,7 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import current_commit  # noqa: E402
-from reproduce import ROOT, repro, run_queued  # noqa: E402
+from reproduce import ROOT, repro, run_queued, write_pipelines  # noqa: E402
 
 TARGET_SPEEDUP = 1.3
 
@@ -39,10 +39,12 @@ def clone(where: Path) -> Path:
     return where
 
 
-def outputs(lock: Path) -> dict[str, str]:
-    """Every output of every stage in a dvc.lock, by path: its md5."""
-    stages = yaml.safe_load(lock.read_text())["stages"]
-    return {out["path"]: out.get("md5", "") for stage in stages.values() for out in stage.get("outs", [])}
+def outputs(root: Path) -> dict[str, str]:
+    """Every output of every stage in the project's dvc.lock files (dvc.yaml's and each method's), by
+    path: its md5."""
+    locks = [root / "dvc.lock", *sorted((root / "pipelines").glob("*/dvc.lock"))]
+    return {out["path"]: out.get("md5", "") for lock in locks
+            for stage in yaml.safe_load(lock.read_text())["stages"].values() for out in stage.get("outs", [])}
 
 
 def main() -> None:
@@ -58,11 +60,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sequential, queued = clone(Path(tmp) / "sequential"), clone(Path(tmp) / "queued")
         (sequential / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        write_pipelines(sequential)
         start = time.perf_counter()
         stages, _ = repro(cwd=sequential)
         sequential_s = time.perf_counter() - start
         ran = run_queued(params, args.jobs, "seeds", "bench", cwd=queued)
-        a, b = outputs(sequential / "dvc.lock"), outputs(queued / "dvc.lock")
+        a, b = outputs(sequential), outputs(queued)
     differ = sorted(path for path in a.keys() | b.keys() if a.get(path) != b.get(path))
     import torch
 

@@ -13,19 +13,21 @@ Several runs at once, on DVC's own experiment queue (no executor of ours):
     uv run python bench/reproduce.py --only chunks-mlp -j 2 --split methods    # or the methods
 
 runs the stages every part shares first in the workspace (prepare and corrupt; with --split methods
-the chunk-1 training too), queues one experiment per seed (or method) with params.yaml holding only
-that part (`dvc exp run --queue`), starts N workers with cores/N threads each (`dvc queue start -j N`)
-and waits for them, then runs `dvc repro` in the workspace with the whole params.yaml: every stage
-comes back from DVC's run-cache and only the report runs. A failed queued experiment is reported
-with its log (`dvc queue logs`), and the bench stops; running it again runs only what is missing
-(what finished is in the run-cache).
+the chunk-1 training too), queues one experiment per seed (params.yaml holding only that seed) or
+per method (its pipeline file as the target: `dvc exp run --queue pipelines/<method>/dvc.yaml`),
+starts N workers with cores/N threads each (`dvc queue start -j N`) and waits for them, then runs
+`dvc repro` in the workspace with the whole params.yaml: every stage comes back from DVC's
+run-cache and only the report runs. A failed queued experiment is reported with its log (`dvc
+queue logs`), and the bench stops; running it again runs only what is missing (what finished is in
+the run-cache).
 
 For each study: params.yaml <- presets/cifar10-<name>.yaml (with --data-root, data.root set to it
-and data.download off, and each --set KEY=VALUE applied as `dvc exp run -S` would), `dvc repro`
-(its output shown as it runs), then `lure results --keep results/<name><suffix>`. params.yaml is
-put back at the end. Writes (merging by study and suffix)
-bench/results/reproduce-<arch>-<cores>cores.json: per study, the seconds of its `dvc repro`, the
-stages it ran and those it kept from an earlier run (whose time the seconds leave out), the
+and data.download off, and each --set KEY=VALUE applied as `dvc exp run -S` would), `lure
+pipelines` (staged in git for the queue), `dvc repro` (its output shown as it runs), then `lure
+results --keep results/<name><suffix>`. params.yaml and its methods' pipeline files are put back at
+the end. Writes (merging by study and suffix) bench/results/reproduce-<arch>-<cores>cores.json: per
+study, the seconds of its `dvc repro`, the stages it ran and those it kept from an earlier run
+(whose time the seconds leave out), the
 overrides, the machine, versions and commit.
 """
 
@@ -67,6 +69,7 @@ def run_study(name: str, data_root: str | None, force: bool, sets: list[str], ke
     for assignment in sets:
         override(params, assignment)
     (ROOT / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_pipelines()
     start = time.perf_counter()
     stages = skipped = 0
     with subprocess.Popen([sys.executable, "-m", "dvc", "repro", *(["--force"] if force else [])], cwd=ROOT,
@@ -83,6 +86,14 @@ def run_study(name: str, data_root: str | None, force: bool, sets: list[str], ke
     print(f"{kept}: {stages} stages run in {seconds:.0f} s", flush=True)
     return {"seconds": round(seconds, 1), "stages_run": stages, "stages_skipped": skipped, "seeds": params["seeds"],
             "methods": list(params["methods"]), **({"overrides": sets} if sets else {})}
+
+
+def write_pipelines(cwd: Path = ROOT, stage: bool = False) -> None:
+    """`lure pipelines`: each method of params.yaml its pipeline file; staged in git with `stage`, as
+    a queued experiment carries only what git tracks or has staged."""
+    subprocess.run([sys.executable, "-m", "lure.cli", "pipelines"], cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    if stage:
+        subprocess.run(["git", "add", "pipelines"], cwd=cwd, check=True)
 
 
 def dvc(*args: str, cwd: Path = ROOT, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -136,25 +147,27 @@ def wait_for(names: list[str], cwd: Path, poll_s: float = 10.0) -> dict[str, str
 
 
 def run_queued(params: dict, jobs: int, split: str, label: str, cwd: Path = ROOT) -> dict:
-    """The pipeline of `params` as one queued experiment per seed or method, `jobs` at a time (each
-    with cores/jobs threads), after the stages they share; then `dvc repro` of the whole in the
-    workspace, which restores every stage from the run-cache and runs the report. Exits, with each
-    failed experiment's log, if one did not finish."""
-    parts = ([{"seeds": [seed]} for seed in params["seeds"]] if split == "seeds"
-             else [{"methods": {method: settings}} for method, settings in params["methods"].items()])
-
+    """The pipeline of `params` as one queued experiment per seed (params.yaml holding only that
+    seed) or per method (its pipeline file as the target), `jobs` at a time (each with cores/jobs
+    threads), after the stages they share; then `dvc repro` of the whole in the workspace, which
+    restores every stage from the run-cache and runs the report. Exits, with each failed
+    experiment's log, if one did not finish."""
     def write(values: dict) -> None:
         (cwd / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
 
     start = time.perf_counter()
     write(params)
+    write_pipelines(cwd, stage=True)
     shared, _ = repro("prepare", "corrupt", *(["learn"] if split == "methods" else []), cwd=cwd)  # once, not per part
     stamp = time.strftime("%m%d%H%M%S")
     names = []
-    for i, part in enumerate(parts):
-        write({**params, **part})
+    for i, part in enumerate(params["seeds"] if split == "seeds" else params["methods"]):
         names.append(f"{label}-{split}-{i}-{stamp}")
-        dvc("exp", "run", "--queue", "-n", names[-1], cwd=cwd)
+        if split == "seeds":
+            write({**params, "seeds": [part]})
+            dvc("exp", "run", "--queue", "-n", names[-1], cwd=cwd)
+        else:
+            dvc("exp", "run", "--queue", "-n", names[-1], f"pipelines/{part}/dvc.yaml", cwd=cwd)
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     dvc("queue", "start", "-j", str(jobs), cwd=cwd,
         env={**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
@@ -228,6 +241,7 @@ def main() -> None:
             out.write_text(json.dumps(result, indent=1) + "\n")
     finally:
         (ROOT / "params.yaml").write_text(saved)
+        write_pipelines()
     print(f"wrote {out}")
 
 

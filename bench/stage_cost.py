@@ -46,7 +46,8 @@ from common import current_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_OUTSIDE_TRAINING_S = 2.5
-STAGE = "relearn@warm-0-chunk0"  # dvc.yaml's matrix names chunk 2, the first of `chunks`, chunk0
+STAGE = "pipelines/warm/dvc.yaml:relearn@0-chunk0"  # the matrix names chunk 2, the first of `chunks`, chunk0
+BRANCH = "pipelines/warm/dvc.yaml:branch@0"
 
 # Runs in the stage's process: times each phase where the stage calls it, then writes the phases.
 TIMED_STAGE = r"""
@@ -158,7 +159,9 @@ def measure(commit: str | None, runs: int) -> dict:
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         root = pipeline_copy(Path(tmp), commit)
-        for stage in ("prepare", "learn@0", "branch@warm-0"):
+        branch, relearn = (BRANCH, STAGE) if (root / "pipelines" / "method.yaml").is_file() \
+            else ("branch@warm-0", "relearn@warm-0-chunk0")  # code from before each method had its pipeline file
+        for stage in ("prepare", "learn@0", branch):
             run([python, "-m", "dvc", "repro", "--single-item", stage], root, env)
         startup = [run([python, "-c", "pass"], root, env)[0] for _ in range(runs)]
         phases = []
@@ -171,7 +174,7 @@ def measure(commit: str | None, runs: int) -> dict:
             measured["wall"] = wall
             phases.append(measured)
         chunk_check = check_costs(root / "data" / "prepared") if commit is None else None
-        dvc_walls = [run([python, "-m", "dvc", "repro", "--force", "--single-item", STAGE], root, env)[0]
+        dvc_walls = [run([python, "-m", "dvc", "repro", "--force", "--single-item", relearn], root, env)[0]
                      for _ in range(runs)]
     median = {name: round(statistics.median(p.get(name, 0.0) for p in phases), 3) for name in phases[0]}
     median["startup"] = round(statistics.median(startup), 3)

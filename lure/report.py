@@ -16,6 +16,7 @@ from lure import paths
 from lure.config import load_params
 from lure.errors import LureError
 from lure.io import read_json, unreadable
+from lure.pipelines import METHOD_TEMPLATE, method_pipeline
 from lure.stability import read_curve
 
 # The summary table's columns, in order; those a run did not measure are left out. The compact
@@ -37,9 +38,19 @@ def load_evaluations(methods: list[str], seeds: list[int], folder: Path = paths.
         for seed in seeds:
             path = paths.evaluation(method, seed, folder)
             if not path.is_file():
-                raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
+                raise LureError(missing_evaluation(path, method, seed, folder))
             evaluations[method][seed] = read_json(path)
     return evaluations
+
+
+def missing_evaluation(path: Path, method: str, seed: int, folder: Path = paths.EVALUATIONS) -> str:
+    """Why a run's evaluation is not there: a method added to params.yaml with no pipeline file
+    (`dvc exp run -S +methods.<m>...`) runs no stage of its own, and DVC does not say so."""
+    if folder == paths.EVALUATIONS and METHOD_TEMPLATE.is_file() and not method_pipeline(method).is_file():
+        return (f"{path} is missing: methods.{method} has no pipeline file ({method_pipeline(method)}), so "
+                f"none of its stages ran; run `uv run lure pipelines` (and `git add pipelines` before queuing "
+                f"experiments), then dvc repro or dvc exp run again")
+    return f"{path} is missing: run the evaluate stage for {method}, seed {seed} first"
 
 
 def load_kept(folder: Path) -> Evaluations:
@@ -166,7 +177,7 @@ def corruption_rows(evaluations: Evaluations) -> list[dict]:
 def read_reliability(method: str, seed: int) -> list[dict]:
     path = paths.reliability_bins(method, seed)
     if not path.is_file():
-        raise LureError(f"{path} is missing: run the evaluate stage for {method}, seed {seed} first")
+        raise LureError(missing_evaluation(path, method, seed))
     try:
         lines = path.read_text().splitlines()
         columns = lines[0].split(",")

@@ -147,10 +147,12 @@ def test_paper_preset_is_the_papers_recipe():
 
 
 def tracked_params() -> set[str]:
-    """Every params key that dvc.yaml's stages track (DVC refuses to run if one is missing)."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """Every params key that the stages of dvc.yaml and of each method's pipeline file (its
+    template) track (DVC refuses to run if one is missing)."""
+    stages = [*yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values(),
+              *yaml.safe_load((ROOT / "pipelines" / "method.yaml").read_text())["stages"].values()]
     keys = set()
-    for stage in stages.values():
+    for stage in stages:
         body = stage.get("do", stage)
         keys |= {k.split(".${")[0] for k in body.get("params", [])}
     return keys

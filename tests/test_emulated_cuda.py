@@ -223,7 +223,7 @@ def test_dvc_runs_the_stages_of_a_relearn_on_emulated_cuda(tmp_path, monkeypatch
     """`dvc repro` of LURE's relearn stage and its evaluation, every stage process under the
     emulation (tests/emulated_cuda_site): the GPU path of prepare, learn, branch, relearn (with the
     stability probe), corrupt and evaluate breaks none of CUDA's rules."""
-    from tests.test_pipeline import commit, dvc, git, project_files
+    from tests.test_pipeline import commit, dvc, git, lure, project_files
 
     for name in project_files():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -237,13 +237,14 @@ def test_dvc_runs_the_stages_of_a_relearn_on_emulated_cuda(tmp_path, monkeypatch
     params["stability"].update(every=2, samples=10)
     params["robustness"].update(corruptions="standard", severities=[1], test_images=20)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    lure(tmp_path, "pipelines")
     git(tmp_path, "init", "-q")
     commit(tmp_path, "tiny project on cuda")
     report = tmp_path / "emulated-cuda.jsonl"
     monkeypatch.setenv("LURE_EMULATED_CUDA", "1")
     monkeypatch.setenv("LURE_EMULATED_CUDA_REPORT", str(report))
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests" / "emulated_cuda_site"))
-    out = dvc(tmp_path, "repro", "evaluate@lure-0")
+    out = dvc(tmp_path, "repro", "pipelines/lure/dvc.yaml:evaluate@0")
     assert not report.exists(), report.read_text()  # nothing broke a rule
     assert "chunk 2: reset" in out and "on cuda" in out
     relearned = json.loads((tmp_path / "metrics/relearn/seed_0/lure/chunk_2.json").read_text())

@@ -88,8 +88,8 @@ def test_every_part_runs_on_the_cpu_and_writes_its_own_file(dry_run):
     determinism = part(out, "determinism")
     assert determinism["identical"] and determinism["runs"][0]["updates"] == 2
     pipeline = part(out, "pipeline")
-    assert {"prepare", "learn@0", "corrupt", "relearn@lure-0-chunk0", "evaluate@warm-0", "report"} <= \
-        set(pipeline["stages"])
+    assert {"prepare", "learn@0", "corrupt", "pipelines/lure/dvc.yaml:relearn@0-chunk0",
+            "pipelines/warm/dvc.yaml:evaluate@0", "report"} <= set(pipeline["stages"])
     assert set(pipeline["summary"]) == {"warm", "scratch", "lure"} and "mca" in pipeline["summary"]["lure"]
     sharing = part(out, "sharing")
     assert sharing["alone_img_s"] > 0 and len(sharing["together_img_s"]) == 2 and sharing["together_over_alone"] > 0

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from lure import paths
-from tests.conftest import ROOT
+from lure.pipelines import METHOD_TEMPLATE
+from tests.conftest import ROOT, run_stage
 
 LOCAL = ("lure", "stages")
 
@@ -111,8 +112,8 @@ def local_modules() -> list[str]:
 
 @pytest.fixture(scope="module")
 def rendered_stages(tmp_path_factory, params_dict_module):
-    """Every stage of dvc.yaml as DVC lays it out for 2 methods, 2 seeds and 3 chunks:
-    name -> (cmd, deps, outs)."""
+    """Every stage of dvc.yaml and of the methods' pipeline files (`lure pipelines`) as DVC lays
+    them out for 2 methods, 2 seeds and 3 chunks: name -> (cmd, deps, outs)."""
     root = tmp_path_factory.mktemp("layout")
     params = params_dict_module
     params["methods"] = {"warm": {}, "lure": {}}
@@ -120,6 +121,9 @@ def rendered_stages(tmp_path_factory, params_dict_module):
     params["chunks"] = [{"k": 2, "prev": 1}, {"k": 3, "prev": 2}]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    (root / METHOD_TEMPLATE).parent.mkdir()
+    (root / METHOD_TEMPLATE).write_text((ROOT / METHOD_TEMPLATE).read_text())
+    assert run_stage("lure.cli", "pipelines", cwd=root).returncode == 0
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
     script = ("import json; from dvc.repo import Repo; from dvc.dependency.param import ParamsDependency\n"
               "stages = {s.addressing: (s.cmd, [d.def_path for d in s.deps if not isinstance(d, ParamsDependency)],"
@@ -153,7 +157,8 @@ def stage_item(name: str, cmd: str) -> tuple[str, dict]:
 
 def test_every_stage_depends_on_exactly_the_code_it_imports(rendered_stages):
     assert len(rendered_stages) == paths.stage_count(methods=2, seeds=2, later_chunks=2)  # what `lure check` says
-    assert {"learn@3", "branch@lure-3", "relearn@lure-3-chunk1", "evaluate@warm-0"} <= set(rendered_stages)
+    assert {"learn@3", "pipelines/lure/dvc.yaml:branch@3", "pipelines/lure/dvc.yaml:relearn@3-chunk1",
+            "pipelines/warm/dvc.yaml:evaluate@0"} <= set(rendered_stages)
     for name, (cmd, deps, _) in rendered_stages.items():
         kind, _ = stage_item(name, cmd)
         code = {d for d in deps if d.startswith(("lure/", "stages/"))}

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lure import paths
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_stage
 
 METHODS = ("warm", "lure")  # two of params.yaml's: what a method's own change re-runs needs no more
 
@@ -23,8 +23,8 @@ def project_files() -> list[str]:
     """The project as a fresh clone has it: committed and new source files, no pipeline outputs."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split()
-    outputs = ("data/prepared/", "models/", "metrics/", "dvc.lock", "tests/", "bench/")
-    return [f for f in listed if not f.startswith(outputs) and (ROOT / f).is_file()]
+    outputs = ("data/prepared/", "models/", "metrics/", "tests/", "bench/")
+    return [f for f in listed if not f.startswith(outputs) and not f.endswith("dvc.lock") and (ROOT / f).is_file()]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def project(tmp_path_factory):
     params["train"].update(epochs=4, batch_size=16, lr_milestones=[3], device="cpu")
     params["robustness"].update(corruptions="standard", test_images=60)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    lure(root, "pipelines")  # params.yaml's methods changed: their pipeline files, as a user makes them
     git(root, "init", "-q")
     commit(root, "tiny project")
     return root
@@ -67,6 +68,12 @@ def dvc(root, *args) -> str:
     return result.stdout + result.stderr
 
 
+def lure(root, *args) -> str:
+    result = run_stage("lure.cli", *args, cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def clone(shared: Path, name: str, rev: str = "main") -> Path:
     """Another machine's fresh clone of the shared Git remote, at `rev`."""
     git(shared.parent, "clone", "-q", "-b", "main", str(shared / "origin.git"), name)
@@ -86,11 +93,15 @@ def ran(output: str) -> set[str]:
 
 
 def relearn(method, index, seed=0):
-    return f"relearn@{method}-{seed}-chunk{index}"
+    return f"pipelines/{method}/dvc.yaml:relearn@{seed}-chunk{index}"
+
+
+def of_method(method, stage, seed=0):
+    return f"pipelines/{method}/dvc.yaml:{stage}@{seed}"
 
 
 def per_run(stage, seed=0):
-    return {f"{stage}@{m}-{seed}" for m in METHODS}
+    return {of_method(m, stage, seed) for m in METHODS}
 
 
 def test_pipeline_caching(project):
@@ -141,13 +152,36 @@ def test_pipeline_caching(project):
 
     # 5. An experiment on one method's params re-runs only that method's stages.
     experiment = dvc(project, "exp", "run", "-S", "methods.lure.fraction=0.5")
-    assert ran(experiment) == {relearn("lure", 0), relearn("lure", 1), "evaluate@lure-0", "report"}
+    assert ran(experiment) == {relearn("lure", 0), relearn("lure", 1), of_method("lure", "evaluate"), "report"}
     diff = dvc(project, "metrics", "diff")
     assert "metrics/evaluate/seed_0/lure.json" in diff
     assert "metrics/evaluate/seed_0/warm.json" not in diff
     assert json.loads((project / "metrics/relearn/seed_0/lure/chunk_3.json").read_text())["reset_fraction"] > 0.4
 
-    # 6. The plots: accuracy vs chunk with one line per method, and the others.
+    # 6. A method added on the command line has no pipeline file yet, so none of its stages runs:
+    #    the report says what to run instead of leaving it out. `lure pipelines` writes its file,
+    #    and only its stages and the report run; taken off again, its file goes and the report runs.
+    failed = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "+methods.scratch={}"], cwd=project,
+                            env=env(), capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "methods.scratch has no pipeline file (pipelines/scratch/dvc.yaml)" in failed.stdout + failed.stderr
+    assert "uv run lure pipelines" in failed.stdout + failed.stderr
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["methods"]["scratch"] == {}  # DVC left the experiment's params in the workspace
+    assert "wrote pipelines/scratch/dvc.yaml" in lure(project, "pipelines")
+    added = dvc(project, "repro")
+    assert ran(added) == {of_method("scratch", "branch"), relearn("scratch", 0), relearn("scratch", 1),
+                          of_method("scratch", "evaluate"), "report"}
+    assert set(json.loads((project / "metrics/summary.json").read_text())) == {*METHODS, "scratch"}
+    del params["methods"]["scratch"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    removed = lure(project, "pipelines")
+    assert "removed pipelines/scratch/dvc.yaml" in removed and "removed models/seed_0/scratch" in removed
+    assert not (project / "pipelines" / "scratch").exists()
+    assert not list(project.glob("models/seed_*/scratch")) and not list(project.glob("metrics/*/seed_*/scratch*"))
+    assert ran(dvc(project, "repro")) == {"report"}
+
+    # 7. The plots: accuracy vs chunk with one line per method, and the others.
     plots = json.loads(dvc(project, "plots", "show", "--json"))["data"]
     assert set(plots) == {"accuracy_vs_chunk", "accuracy_vs_updates", "corruption_accuracy_by_severity",
                           "stability_gap", "reliability"}
@@ -164,7 +198,7 @@ def test_pipeline_caching(project):
     [plot] = plots["reliability"]
     assert {v["method"] for v in plot["content"]["layer"][1]["data"]["values"]} == set(METHODS)
 
-    # 7. A chunk taken off params.yaml leaves nothing behind: the evaluations remove its outputs, and
+    # 8. A chunk taken off params.yaml leaves nothing behind: the evaluations remove its outputs, and
     #    the pipeline is up to date afterwards.
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["chunks"] = params["chunks"][:1]
@@ -176,7 +210,7 @@ def test_pipeline_caching(project):
     assert "up to date" in dvc(project, "status")
     commit(project, "chunk 3 taken off")
 
-    # 8. Several machines, one DVC remote and one Git remote (a directory and a bare repository: DVC's
+    # 9. Several machines, one DVC remote and one Git remote (a directory and a bare repository: DVC's
     #    push, run-cache and pull, as with S3 or SSH). A pushes; a fresh clone B pulls, runs nothing,
     #    and has A's results.
     shared = project.parent / "shared"
@@ -192,7 +226,7 @@ def test_pipeline_caching(project):
     assert "metrics/evaluate/seed_0/lure.json" in dvc(b, "metrics", "show")  # pulled, not in git
     assert dvc(b, "metrics", "diff").strip() == ""  # against A's commit, read from the pulled cache
 
-    # 9. B runs a second run seed: only that seed's stages and the report; the summary gains the spread.
+    # 10. B runs a second run seed: only that seed's stages and the report; the summary gains the spread.
     params = yaml.safe_load((b / "params.yaml").read_text())
     params["seeds"] = [0, 1]
     (b / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -212,14 +246,14 @@ def test_pipeline_caching(project):
     git(b, "push", "-q", "origin", "HEAD:main")
     dvc(b, "push", "--run-cache")
 
-    # 10. A third machine splits the grid by params: at A's commit (seed 0) it asks for seeds [0, 1];
+    # 11. A third machine splits the grid by params: at A's commit (seed 0) it asks for seeds [0, 1];
     #    `--pull` restores seed 1's stages from the run-cache that B pushed; only the report runs.
     c = clone(shared, "c", rev="HEAD~1")
     assert ran(dvc(c, "exp", "run", "--pull", "-S", "seeds=[0,1]")) == {"report"}
     assert (c / "models/seed_1/lure/chunk_2.pt").read_bytes() == (b / "models/seed_1/lure/chunk_2.pt").read_bytes()
     assert (c / "metrics/summary.json").read_bytes() == (b / "metrics/summary.json").read_bytes()
 
-    # 11. A pulls B's commit and gets B's stages without running them.
+    # 12. A pulls B's commit and gets B's stages without running them.
     git(project, "pull", "-q", str(shared / "origin.git"), "main")
     dvc(project, "pull")
     assert ran(dvc(project, "repro")) == set() and "up to date" in dvc(project, "status")

@@ -355,6 +355,7 @@ def part_pipeline(r: Run) -> dict:
         params["robustness"].update(test_images=20, severities=[1])
         params["stability"] = {"every": 2, "samples": 4}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    timed([sys.executable, "-m", "lure.cli", "pipelines"], r, r.left(), cwd=work)  # the preset's methods' files
     # a copy without git (there may be none there): DVC without an SCM; its stages' `python` is this one
     timed([sys.executable, "-m", "dvc", "config", "--local", "core.no_scm", "true"], r, r.left(), cwd=work)
     run = timed([sys.executable, "-m", "dvc", "repro"], r, r.left(), cwd=work,
