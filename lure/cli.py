@@ -242,7 +242,7 @@ def bench_table(name: str) -> str:
     tables = {"pipeline": _pipeline_table, "throughput": _throughput_table, "corruptions": _corruptions_table,
               "images": _images_table, "reproduce": _reproduce_table, "gpucheck": _gpucheck_table,
               "reproducibility": _reproducibility_table, "methods": _methods_table, "stagecost": _stagecost_table,
-              "queue": _queue_table, "dvcscaling": _dvcscaling_table,
+              "queue": _queue_table, "dvcscaling": _dvcscaling_table, "dvclayout": _dvclayout_table,
               "fireharness": _fireharness_table}
     if kind not in tables:
         raise LureError(f"README.md: `<!-- lure bench {name} -->`: no table for {kind} results")
@@ -301,6 +301,18 @@ def _dvcscaling_table(r: dict) -> tuple[list[str], str]:
     m = r["machine"]
     loader = "C loader installed" if r["c_loader_installed"] else "pure-Python loader"
     return lines, (f"{m['cores']} cores, {m['cpu']}; DVC {r['versions']['dvc']}, {loader}; "
+                   f"commit {r['commit'][:10]}")
+
+
+def _dvclayout_table(r: dict) -> tuple[list[str], str]:
+    """bench/dvc_layout.py: a study's stages restored from the run-cache, per pipeline layout."""
+    lines = ["| layout | commit | pipeline files | stages restored | stages run | restore all (s) | per stage (s) "
+             "| no-op `dvc repro` (s) | largest dvc.lock (KB) |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {row['layout']} | {row['commit']} | {row['pipeline_files']} | {row['stages_restored']} | "
+              f"{', '.join(row['stages_run']) or '-'} | {row['restore_s']} | {row['per_restored_stage_s']:.3f} | "
+              f"{row['noop_repro_s']} | {row['largest_lock_kb']} |" for row in r["rows"]]
+    m, v = r["machine"], r["versions"]
+    return lines, (f"{r['preset']}; {m['cores']} cores, {m['cpu']}; DVC {v['dvc']}, Python {v['python']}; "
                    f"commit {r['commit'][:10]}")
 
 
