@@ -31,11 +31,23 @@ def method_pipeline(method: str) -> Path:
 
 def method_outputs(method: str) -> list[Path]:
     """Every output of a method's stages that is there, for any run seed (a method taken off)."""
-    seeds = sorted(int(d.name[5:]) for d in paths.MODELS.glob("seed_*") if d.name[5:].isdigit())  # learn's
+    seed_folders = [paths.MODELS, paths.METRICS / "relearn", paths.METRICS / "stream", paths.EVALUATIONS]
+    seeds = sorted({int(d.name[5:]) for folder in seed_folders for d in folder.glob("seed_*") if d.name[5:].isdigit()})
     candidates = [path for seed in seeds for path in (
         paths.method_models(method, seed), paths.method_relearn_metrics(method, seed),
         paths.curves_log(method, seed, 1).parent, paths.evaluation(method, seed), paths.reliability_bins(method, seed))]
     return [path for path in candidates if path.exists()]
+
+
+def forget_ignored(outputs: list[Path]) -> None:
+    """Take removed outputs off the .gitignore files that DVC wrote beside them (as `dvc remove` does)."""
+    for output in outputs:
+        ignore = output.parent / ".gitignore"
+        if ignore.is_file():
+            lines = ignore.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if line.strip() != f"/{output.name}"]
+            if kept != lines:
+                ignore.write_text("".join(kept))
 
 
 def pipeline_text(method: str, template: str) -> str:
@@ -55,10 +67,20 @@ def read_template() -> str:
     return METHOD_TEMPLATE.read_text()
 
 
+def is_method_name(name: str) -> bool:
+    """What lure.config accepts as a method's name (letters, digits, _): a folder named otherwise
+    under pipelines/ is no method's, and its name never reaches the outputs' paths."""
+    return name.replace("_", "").isalnum()
+
+
 def written_by_us() -> dict[str, Path]:
     """The pipeline files this command wrote, by method."""
     return {file.parent.name: file for file in sorted(PIPELINES.glob("*/dvc.yaml"))
-            if file.read_text().startswith(MARK)}
+            if is_method_name(file.parent.name) and file.read_text().startswith(MARK)}
+
+
+def not_ours(file: Path) -> bool:
+    return file.is_file() and not file.read_text().startswith(MARK)
 
 
 def out_of_date(methods: list[str]) -> list[str]:
@@ -70,6 +92,8 @@ def out_of_date(methods: list[str]) -> list[str]:
         file = method_pipeline(method)
         if not file.is_file():
             problems.append(f"{file} is missing (methods.{method})")
+        elif not_ours(file):
+            problems.append(f"{file} was not written by lure pipelines (move it away)")
         elif file.read_text() != pipeline_text(method, template):
             problems.append(f"{file} differs from what {METHOD_TEMPLATE} makes")
     problems += [f"{file}: {PARAMS_FILE} has no methods.{method}" for method, file in present.items()
@@ -80,8 +104,12 @@ def out_of_date(methods: list[str]) -> list[str]:
 def write_pipelines(methods: list[str]) -> tuple[list[Path], list[Path]]:
     """Write each method's pipeline file where it differs; remove those of methods gone, with
     their dvc.lock and their stages' outputs, which nothing would update or remove any more (DVC's
-    cache keeps them: a method put back is restored from the run-cache). Returns (written, removed)."""
+    cache keeps them, wall times apart: a method put back is restored from the run-cache). Returns
+    (written, removed)."""
     template = read_template()
+    foreign = [str(method_pipeline(m)) for m in methods if not_ours(method_pipeline(m))]
+    if foreign:
+        raise LureError(f"{', '.join(foreign)}: not written by lure pipelines, which would replace it: move it away")
     written = []
     for method in methods:
         file, text = method_pipeline(method), pipeline_text(method, template)
@@ -98,7 +126,9 @@ def write_pipelines(methods: list[str]) -> tuple[list[Path], list[Path]]:
                     removed.append(gone)
             if not any(file.parent.iterdir()):
                 file.parent.rmdir()
-            for output in method_outputs(method):
+            outputs = method_outputs(method)
+            for output in outputs:
                 shutil.rmtree(output) if output.is_dir() else output.unlink()
                 removed.append(output)
+            forget_ignored(outputs)
     return written, removed

@@ -164,7 +164,7 @@ def test_params_files_hold_every_tracked_section(preset):
     for key in tracked_params():
         node = raw
         for part in key.split("."):
-            assert isinstance(node, dict) and part in node, f"{preset} lacks {key}, which dvc.yaml tracks"
+            assert isinstance(node, dict) and part in node, f"{preset} lacks {key}, which a stage tracks"
             node = node[part]
 
 

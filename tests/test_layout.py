@@ -1,11 +1,12 @@
-"""The shape of the code and of the pipeline: dvc.yaml lists exactly the code each stage runs and
-the files lure.paths says it reads and writes; no import cycles; the library never imports a stage.
+"""The shape of the code and of the pipeline: dvc.yaml and each method's pipeline file (from
+pipelines/method.yaml) list exactly the code each stage runs and the files lure.paths says it
+reads and writes; no import cycles; the library never imports a stage.
 
 A stage's code is the static closure of its module's imports within lure/ and stages/, imports
 inside functions included (a missing dependency would let DVC serve stale results), imports only
 for type checkers excluded. Importing a module runs the __init__ of the packages that hold it; a
 package that loads every module of its folder (lure.methods) makes a stage that imports it depend
-on the folder, which dvc.yaml lists as one entry (lure/methods)."""
+on the folder, which the pipeline files list as one entry (lure/methods)."""
 
 import ast
 import re
@@ -163,7 +164,7 @@ def test_every_stage_depends_on_exactly_the_code_it_imports(rendered_stages):
         kind, _ = stage_item(name, cmd)
         code = {d for d in deps if d.startswith(("lure/", "stages/"))}
         expected = as_dvc_deps(closure(f"stages.{kind}"))
-        assert code == expected, (f"{name}: dvc.yaml lacks {sorted(expected - code)}, "
+        assert code == expected, (f"{name}: its pipeline file lacks {sorted(expected - code)}, "
                                   f"lists unused {sorted(code - expected)}")
 
 

@@ -160,7 +160,7 @@ def test_pipeline_caching(project):
 
     # 6. A method added on the command line has no pipeline file yet, so none of its stages runs:
     #    the report says what to run instead of leaving it out. `lure pipelines` writes its file,
-    #    and only its stages and the report run; taken off again, its file goes and the report runs.
+    #    and only its stages and the report run; taken off again, its file goes with its outputs.
     failed = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "+methods.scratch={}"], cwd=project,
                             env=env(), capture_output=True, text=True)
     assert failed.returncode != 0

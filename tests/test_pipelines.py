@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from lure.pipelines import MARK, METHOD_TEMPLATE, method_pipeline, out_of_date
+from lure.pipelines import MARK, METHOD_TEMPLATE, method_pipeline, out_of_date, write_pipelines
 from tests.conftest import ROOT, run_stage
 
 
@@ -55,9 +55,16 @@ def test_a_method_taken_off_loses_its_file_lock_and_outputs_but_not_a_users_own(
     for path in ("models/seed_0/lure_chunk/chunk_1.pt", "models/seed_0/warm/chunk_1.pt",
                  "metrics/relearn/seed_0/lure_chunk/chunk_2.json", "metrics/stream/seed_0/lure_chunk/chunk_2/x.tsv",
                  "metrics/evaluate/seed_0/lure_chunk.json", "metrics/evaluate/seed_0/lure_chunk-reliability.csv",
-                 "metrics/evaluate/seed_0/warm.json", "pipelines/lure_chunk/dvc.lock", "pipelines/mine/dvc.yaml"):
+                 "metrics/evaluate/seed_0/warm.json", "pipelines/lure_chunk/dvc.lock", "pipelines/mine/dvc.yaml",
+                 "models/seed_0/init.pt", "models/seed_1/chunk_1.pt"):
         (project / path).parent.mkdir(parents=True, exist_ok=True)
         (project / path).write_text("x")
+    ignored = "/warm.json\n/lure_chunk.json\n/lure_chunk-reliability.csv\n"  # as DVC writes it
+    (project / "metrics/evaluate/seed_0/.gitignore").write_text(ignored)
+    # a copy of a generated file in a folder that no method can be named after: not a method's
+    for odd in ("init.pt", "chunk_1.pt"):
+        (project / "pipelines" / odd).mkdir()
+        shutil.copy2(project / method_pipeline("lure_chunk"), project / "pipelines" / odd / "dvc.yaml")
     params_dict["methods"] = {"warm": {}}
     (project / "params.yaml").write_text(yaml.safe_dump(params_dict, sort_keys=False))
     stale = lure(project, "pipelines", "--check")
@@ -69,22 +76,37 @@ def test_a_method_taken_off_loses_its_file_lock_and_outputs_but_not_a_users_own(
     assert not (project / "pipelines" / "lure_chunk").exists()
     assert not list(project.glob("models/seed_*/lure_chunk")) and not list(project.glob("metrics/**/lure_chunk*"))
     for kept in ("models/seed_0/warm/chunk_1.pt", "metrics/evaluate/seed_0/warm.json", "pipelines/mine/dvc.yaml",
-                 "pipelines/warm/dvc.yaml"):
+                 "pipelines/warm/dvc.yaml", "models/seed_0/init.pt", "models/seed_1/chunk_1.pt",
+                 "pipelines/init.pt/dvc.yaml"):
         assert (project / kept).is_file(), kept
+    assert (project / "metrics/evaluate/seed_0/.gitignore").read_text() == "/warm.json\n"  # as `dvc remove` leaves it
 
 
-def test_check_names_a_missing_or_edited_file(project):
+def test_a_pipeline_file_of_the_users_own_is_not_replaced(project, monkeypatch):
+    (project / method_pipeline("warm")).parent.mkdir()
+    (project / method_pipeline("warm")).write_text("stages: {}\n")
+    refused = lure(project, "pipelines")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("error: pipelines/warm/dvc.yaml: not written by lure pipelines, which would "
+                                      "replace it: move it away")
+    assert (project / method_pipeline("warm")).read_text() == "stages: {}\n"
+    assert not (project / method_pipeline("lure_chunk")).exists()  # nothing written before the refusal
+    monkeypatch.chdir(project)
+    assert "pipelines/warm/dvc.yaml was not written by lure pipelines (move it away)" in out_of_date(["warm"])
+
+
+def test_check_names_a_missing_or_edited_file(project, monkeypatch):
     missing = lure(project, "check")
     assert missing.returncode == 2
     assert "pipelines/warm/dvc.yaml is missing (methods.warm)" in missing.stderr
     assert "run `uv run lure pipelines`" in missing.stderr and "Traceback" not in missing.stderr
-    assert lure(project, "pipelines").returncode == 0
-    assert "pipelines: one per method, current" in lure(project, "check").stdout
+    monkeypatch.chdir(project)
+    write_pipelines(["warm", "lure_chunk"])
+    assert out_of_date(["warm", "lure_chunk"]) == []
     template = project / METHOD_TEMPLATE
     template.write_text(template.read_text().replace("python -m stages.branch", "python -m  stages.branch"))
-    edited = lure(project, "pipelines", "--check")
-    assert edited.returncode == 2 and "pipelines/warm/dvc.yaml differs from what pipelines/method.yaml makes" \
-        in edited.stderr
+    assert out_of_date(["warm"]) == ["pipelines/warm/dvc.yaml differs from what pipelines/method.yaml makes",
+                                     "pipelines/lure_chunk/dvc.yaml: params.yaml has no methods.lure_chunk"]
 
 
 def test_the_report_says_a_method_without_its_file_ran_no_stage(in_tmp):
