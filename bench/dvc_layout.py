@@ -81,8 +81,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(Path(tmp) / name, commit, params, args.cache.resolve())
                 for name, commit in (("per-method", head), ("one-file", args.before))]
+    from lure.device import cpu_name
+
     result = {"preset": str(args.preset), "rows": rows,
-              "machine": {"cpu": _cpu(), "cores": os.cpu_count()},
+              "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
               "versions": {"python": platform.python_version(),
                            "dvc": subprocess.run([sys.executable, "-m", "dvc", "--version"], capture_output=True,
                                                  text=True).stdout.strip()},
@@ -90,12 +92,6 @@ def main() -> None:
     out = ROOT / "bench" / "results" / f"dvclayout-{platform.machine()}-{os.cpu_count()}cores.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-
-
-def _cpu() -> str:
-    from lure.device import cpu_name
-
-    return cpu_name()
 
 
 if __name__ == "__main__":

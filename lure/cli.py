@@ -30,7 +30,7 @@ def check(params_file: ParamsFile = PARAMS_FILE,
     from lure.device import pick_device
     from lure.methods import load_methods
     from lure.paths import stage_count
-    from lure.pipelines import METHOD_TEMPLATE, out_of_date
+    from lure.pipelines import METHOD_TEMPLATE, require_current
     from lure.sources import check_source, known_pool_labels, load_source
 
     p = load_params(params_file)
@@ -56,9 +56,7 @@ def check(params_file: ParamsFile = PARAMS_FILE,
     print(f"  stages in all: {stage_count(len(p.methods), len(p.seeds), len(p.chunks))}")
     # in a project (its template there), whether the methods' pipeline files match params.yaml, which they read
     if METHOD_TEMPLATE.is_file() and Path(params_file).resolve() == Path(PARAMS_FILE).resolve():
-        stale = out_of_date(list(p.methods))
-        if stale:
-            raise LureError(f"{'; '.join(stale)}: run `uv run lure pipelines`")
+        require_current(list(p.methods))
         print("  pipelines: one per method, current (pipelines/<method>/dvc.yaml)")
 
 
@@ -69,13 +67,11 @@ def pipelines(check_only: bool = typer.Option(False, "--check", help="only say w
     remove those of methods gone. Run it after adding or removing a method (a preset copied over
     params.yaml included); seeds and chunks need no new files."""
     from lure.config import load_params
-    from lure.pipelines import out_of_date, write_pipelines
+    from lure.pipelines import require_current, write_pipelines
 
     methods = list(load_params(PARAMS_FILE).methods)
     if check_only:
-        stale = out_of_date(methods)
-        if stale:
-            raise LureError(f"{'; '.join(stale)}: run `uv run lure pipelines`")
+        require_current(methods)
         print(f"pipelines: current for {', '.join(methods)}")
         return
     written, removed = write_pipelines(methods)

@@ -101,6 +101,13 @@ def out_of_date(methods: list[str]) -> list[str]:
     return problems
 
 
+def require_current(methods: list[str]) -> None:
+    """Stop, naming every stale file, unless the pipeline files are what `methods` and the template make."""
+    stale = out_of_date(methods)
+    if stale:
+        raise LureError(f"{'; '.join(stale)}: run `uv run lure pipelines`")
+
+
 def write_pipelines(methods: list[str]) -> tuple[list[Path], list[Path]]:
     """Write each method's pipeline file where it differs; remove those of methods gone, with
     their dvc.lock and their stages' outputs, which nothing would update or remove any more (DVC's
